@@ -1,0 +1,410 @@
+"""Curve signing certificates, file- and wire-compatible with upstream sigcert.
+
+A cert is ordered metadata (a kv object), an Ed25519 public key, optionally
+the libsodium 64-byte secret key (seed followed by public key) and optionally
+a CA signature.  On disk a cert NAME is two TOML files: ``NAME.pub`` (the
+public part) and ``NAME`` (the secret key).  Metadata order matters: it feeds
+the CA signature and cert equality, so it is kept exactly as read.
+
+Failures raise CertError carrying an errno; its text is strerror(errno),
+which is what upstream callers print.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import errno
+import os
+import sys
+from types import ModuleType
+from typing import IO, Any, Union
+
+from . import b64
+from .errors import SignError
+from .kv import KV, KVError, parse_double, parse_int64
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python < 3.11; tomli is absent where mypy runs
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+PUBLIC_KEY_BYTES = 32
+SECRET_KEY_BYTES = 64
+SIGNATURE_BYTES = 64
+
+# Upstream refuses cert files larger than this (its TOML parser's offsets
+# are ints); stdin in casign is read under the same limit.
+READ_LIMIT = 10 * 1024 * 1024
+_PATH_MAX = 4096
+
+MetaValue = Union[str, int, float, bool]
+_KINDS = {str: "s", bool: "b", int: "i", float: "d"}
+
+
+def _sodium() -> ModuleType:
+    # Imported on first use: loading libsodium costs ~13 ms, which paths
+    # that only validate a config naming "curve" should not pay.
+    import nacl.bindings
+
+    return nacl.bindings
+
+
+class CertError(SignError):
+    """A cert operation failed with ``errno``; ``text`` is its strerror."""
+
+    def __init__(self, err: int) -> None:
+        self.errno = err
+        super().__init__(os.strerror(err))
+
+
+def c_string(text: str) -> str:
+    """What C sees of a string: everything before the first NUL."""
+    return text.split("\0", 1)[0]
+
+
+def _check_path(name: str) -> str:
+    # Upstream builds "NAME.pub" in a PATH_MAX+1 buffer and fails on overflow.
+    name = c_string(name)
+    try:
+        too_long = len(os.fsencode(name + ".pub")) > _PATH_MAX
+    except UnicodeEncodeError as exc:
+        raise CertError(errno.EINVAL) from exc
+    if too_long:
+        raise CertError(errno.EINVAL)
+    return name
+
+
+class Cert:
+    """One certificate; see the module docstring."""
+
+    def __init__(
+        self,
+        meta: KV,
+        public_key: bytes,
+        secret_key: bytes | None = None,
+        signature: bytes | None = None,
+    ) -> None:
+        self.meta = meta
+        self.public_key = public_key
+        self.secret_key = secret_key
+        self.signature = signature
+
+    # -- creation and copies ---------------------------------------------
+    @classmethod
+    def create(cls) -> Cert:
+        """A fresh key pair with metadata ``algorithm = "ed25519"``."""
+        public, secret = _sodium().crypto_sign_keypair()
+        cert = cls(KV(), public, secret)
+        cert.meta_set("algorithm", "ed25519")
+        return cert
+
+    def copy(self) -> Cert:
+        return Cert(self.meta.copy(), self.public_key, self.secret_key, self.signature)
+
+    @property
+    def has_secret(self) -> bool:
+        return self.secret_key is not None
+
+    def forget_secret(self) -> None:
+        self.secret_key = None
+
+    def __eq__(self, other: object) -> bool:
+        # As sigcert_equal: metadata bytes, public key, and the secret key
+        # if either side has one.  The CA signature is not compared.
+        return (
+            isinstance(other, Cert)
+            and self.meta == other.meta
+            and self.public_key == other.public_key
+            and self.secret_key == other.secret_key
+        )
+
+    # -- metadata ------------------------------------------------------------
+    def meta_set(self, key: str, value: MetaValue, typ: str | None = None) -> None:
+        """Set ``key``; ``typ`` "t" stores an int as a timestamp.
+
+        Without ``typ`` the kv type follows the Python type.  Keys may not
+        contain ``.`` (it would read back as TOML hierarchy).
+        """
+        if "." in key:
+            raise CertError(errno.EINVAL)
+        kind = typ or _KINDS.get(type(value))
+        meta = self.meta
+        try:
+            if kind == "s" and isinstance(value, str):
+                meta.put_str(key, value)
+            elif kind == "b" and isinstance(value, bool):
+                meta.put_bool(key, value)
+            elif kind == "d" and isinstance(value, float):
+                meta.put_double(key, value)
+            elif kind in ("i", "t") and isinstance(value, int) and not isinstance(value, bool):
+                (meta.put_int if kind == "i" else meta.put_time)(key, value)
+            else:
+                raise CertError(errno.EINVAL)
+        except KVError as exc:
+            raise CertError(errno.EINVAL) from exc
+
+    def meta_get(self, key: str, typ: str) -> MetaValue | None:
+        """The value of ``key`` as type ``typ`` ("s", "i", "d", "b", "t").
+
+        None if missing or of another type, as upstream's ENOENT.
+        """
+        if "." in key:
+            raise CertError(errno.EINVAL)
+        getters = {
+            "s": self.meta.get_str,
+            "i": self.meta.get_int,
+            "d": self.meta.get_double,
+            "b": self.meta.get_bool,
+            "t": self.meta.get_time,
+        }
+        getter = getters.get(typ)
+        if getter is None:
+            raise CertError(errno.EINVAL)
+        value: MetaValue | None = getter(key)
+        return value
+
+    # -- signatures ----------------------------------------------------------
+    def sign_detached(self, data: bytes) -> str:
+        """Base64 Ed25519 signature over ``data`` (needs the secret key)."""
+        if self.secret_key is None:
+            raise CertError(errno.EINVAL)
+        # crypto_sign with the 64-byte key is exactly libsodium's detached
+        # signature: it uses the key's embedded public half, as upstream.
+        signed = _sodium().crypto_sign(data, self.secret_key)
+        return b64.encode(signed[:SIGNATURE_BYTES])
+
+    def verify_detached(self, signature: str | bytes, data: bytes) -> bool:
+        """True if ``signature`` (base64, 64 bytes) signs ``data``."""
+        try:
+            sig = b64.decode_sized(signature, SIGNATURE_BYTES)
+        except ValueError:
+            return False
+        return _verify(sig, data, self.public_key)
+
+    def _ca_signed_bytes(self) -> bytes:
+        # What a CA signs: the public key (note the underscore in the key
+        # name, unlike the header's "curve.public-key") then the metadata.
+        kv = KV()
+        kv.put_str("curve.public_key", b64.encode(self.public_key))
+        kv.join(self.meta, "meta.")
+        return kv.encode()
+
+    def sign_cert(self, cert: Cert) -> None:
+        """Sign ``cert`` with this (CA) cert's secret key; store it in ``cert``."""
+        if self.secret_key is None:
+            raise CertError(errno.EINVAL)
+        signed = _sodium().crypto_sign(cert._ca_signed_bytes(), self.secret_key)
+        cert.signature = signed[:SIGNATURE_BYTES]
+
+    def verify_cert(self, cert: Cert) -> bool:
+        """True if ``cert`` carries a valid signature by this (CA) cert."""
+        if cert.signature is None:
+            return False
+        return _verify(cert.signature, cert._ca_signed_bytes(), self.public_key)
+
+    # -- kv form (embedded in a J header, sent over privsep) -----------------
+    def to_kv(self) -> KV:
+        kv = KV()
+        kv.join(self.meta, "meta.")
+        kv.put_str("curve.public-key", b64.encode(self.public_key))
+        if self.signature is not None:
+            kv.put_str("curve.signature", b64.encode(self.signature))
+        return kv
+
+    def encode(self) -> bytes:
+        return self.to_kv().encode()
+
+    @classmethod
+    def from_kv(cls, kv: KV) -> Cert:
+        """Rebuild a public cert; other keys are ignored."""
+        if len(kv) == 0:
+            raise CertError(errno.EINVAL)
+        pub = kv.get_str("curve.public-key")
+        if pub is None:
+            raise CertError(errno.ENOENT)
+        public_key = _decode_key(pub, PUBLIC_KEY_BYTES)
+        # A signature entry of another type reads as absent (ENOENT upstream).
+        sig = kv.get_str("curve.signature")
+        signature = None if sig is None else _decode_key(sig, SIGNATURE_BYTES)
+        return cls(kv.split("meta."), public_key, None, signature)
+
+    @classmethod
+    def decode(cls, buf: bytes) -> Cert:
+        try:
+            kv = KV.decode(buf)
+        except KVError as exc:
+            raise CertError(errno.EINVAL) from exc
+        return cls.from_kv(kv)
+
+    # -- TOML form -------------------------------------------------------------
+    @classmethod
+    def loads(cls, data: str | bytes) -> Cert:
+        """Parse the public cert TOML text (the ``NAME.pub`` file)."""
+        doc = _parse_toml(data)
+        meta_table = doc.get("metadata")
+        curve = doc.get("curve")
+        if not isinstance(meta_table, dict):
+            raise CertError(errno.EINVAL)
+        cert = cls(KV(), b"")
+        for key, value in meta_table.items():
+            _set_toml_meta(cert, key, value)
+        if not isinstance(curve, dict):
+            raise CertError(errno.EINVAL)
+        cert.public_key = _toml_key(curve.get("public-key"), PUBLIC_KEY_BYTES)
+        # Arrays and tables are not "values" to upstream's reader: absent.
+        sig = curve.get("signature")
+        if sig is not None and not isinstance(sig, (list, dict)):
+            cert.signature = _toml_key(sig, SIGNATURE_BYTES)
+        return cert
+
+    @classmethod
+    def read(cls, stream: IO[bytes]) -> Cert:
+        """Read a public cert from a binary stream (casign's stdin)."""
+        return cls.loads(_read_limited(stream))
+
+    def dumps(self) -> str:
+        """The public cert in upstream's TOML layout (strings not escaped)."""
+        lines = ["[metadata]\n"]
+        for key, typ, raw in self.meta.items():
+            text = raw.decode("utf-8", "surrogateescape")
+            if typ == "s":
+                text = f'"{text}"'
+            elif typ == "i":
+                # Unparseable numbers print as 0, as upstream's kv_val_*().
+                text = str(parse_int64(raw) or 0)
+            elif typ == "d":
+                num = parse_double(raw)
+                text = "%f" % (0.0 if num is None else num)
+            lines.append(f"    {key} = {text}\n")
+        lines.append("\n[curve]\n")
+        lines.append(f'    public-key = "{b64.encode(self.public_key)}"\n')
+        if self.signature is not None:
+            lines.append(f'    signature = "{b64.encode(self.signature)}"\n')
+        return "".join(lines)
+
+    # -- files -----------------------------------------------------------------
+    @classmethod
+    def load(cls, name: str, secret: bool = False) -> Cert:
+        """Load ``name.pub``, and the secret key from ``name`` if asked."""
+        name = _check_path(name)
+        with _open_read(name + ".pub") as fp:
+            cert = cls.read(fp)
+        if secret:
+            with _open_read(name) as fp:
+                doc = _parse_toml(_read_limited(fp))
+            curve = doc.get("curve")
+            if not isinstance(curve, dict):
+                raise CertError(errno.EINVAL)
+            cert.secret_key = _toml_key(curve.get("secret-key"), SECRET_KEY_BYTES)
+        return cert
+
+    def store(self, name: str) -> None:
+        """Write ``name.pub`` (0644) and, with a secret key, ``name`` (0600).
+
+        Existing files are truncated and keep their mode, as upstream.
+        """
+        if not name:
+            raise CertError(errno.EINVAL)
+        name = _check_path(name)
+        _write(name + ".pub", 0o644, self.dumps())
+        if self.secret_key is not None:
+            text = f'[curve]\n    secret-key = "{b64.encode(self.secret_key)}"\n'
+            _write(name, 0o600, text)
+
+
+# -- helpers -------------------------------------------------------------------
+def _verify(signature: bytes, data: bytes, public_key: bytes) -> bool:
+    from nacl.exceptions import CryptoError
+
+    try:
+        _sodium().crypto_sign_open(signature + data, public_key)
+    except CryptoError:
+        return False
+    return True
+
+
+def _decode_key(text: str, size: int) -> bytes:
+    try:
+        return b64.decode_sized(text, size)
+    except ValueError as exc:
+        raise CertError(errno.EINVAL) from exc
+
+
+def _toml_key(value: object, size: int) -> bytes:
+    if not isinstance(value, str):
+        raise CertError(errno.EINVAL)
+    return _decode_key(c_string(value), size)
+
+
+def _open_read(path: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise CertError(exc.errno or errno.EIO) from exc
+
+
+def _read_limited(stream: IO[bytes]) -> bytes:
+    try:
+        data = stream.read(READ_LIMIT + 1)
+    except OSError as exc:
+        raise CertError(exc.errno or errno.EIO) from exc
+    if len(data) > READ_LIMIT:
+        raise CertError(errno.EINVAL)
+    return data
+
+
+def _parse_toml(data: str | bytes) -> dict[str, Any]:
+    try:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        if len(data) > READ_LIMIT:
+            raise CertError(errno.EINVAL)
+        # Upstream parses a C string: anything after a NUL is not seen.  It
+        # does not validate UTF-8 either, so stray bytes pass through strings.
+        text = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        doc: dict[str, Any] = tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # incl. TOMLDecodeError
+        raise CertError(errno.EINVAL) from exc
+    return doc
+
+
+def _set_toml_meta(cert: Cert, key: str, value: object) -> None:
+    # Upstream tries string, bool, int, double, then datetime; a decimal
+    # integer too large for int64 therefore becomes a double.
+    key = c_string(key)
+    if isinstance(value, str):
+        cert.meta_set(key, c_string(value))
+    elif isinstance(value, bool):
+        cert.meta_set(key, value)
+    elif isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            cert.meta_set(key, value)
+        else:
+            try:
+                cert.meta_set(key, float(value))
+            except OverflowError as exc:
+                raise CertError(errno.EINVAL) from exc
+    elif isinstance(value, float):
+        cert.meta_set(key, value)
+    elif isinstance(value, datetime.datetime):
+        # Read as UTC wall-clock fields: zone and fraction are ignored.
+        t = calendar.timegm(
+            (value.year, value.month, value.day, value.hour, value.minute, value.second)
+        )
+        if t < 0:
+            raise CertError(errno.EINVAL)
+        cert.meta_set(key, t, "t")
+    else:
+        # date or time alone, arrays, sub-tables
+        raise CertError(errno.EINVAL)
+
+
+def _write(path: str, mode: int, text: str) -> None:
+    data = text.encode("utf-8", "surrogateescape")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+    except OSError as exc:
+        raise CertError(exc.errno or errno.EIO) from exc

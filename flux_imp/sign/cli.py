@@ -1,0 +1,113 @@
+"""flux-sign: an unprivileged admin tool over the signing library.
+
+Thin click commands; all logic is in the library.  Errors print the
+library's one-line message on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from ..paths import SECURITY_CONFIG_PATTERN
+from . import NOVERIFY, Context, SignError, unwrap, unwrap_anymech, wrap_as
+
+_MECHS = click.Choice(["none", "curve", "munge"])
+
+
+def _fail(text: str) -> NoReturn:
+    click.echo(text, err=True)
+    sys.exit(1)
+
+
+def _context(pattern: str | None) -> Context:
+    # Only this unprivileged tool honours the environment override.
+    ctx = Context()
+    ctx.configure(pattern or os.environ.get("FLUX_SECURITY_CONFIG_PATTERN")
+                  or SECURITY_CONFIG_PATTERN)
+    return ctx
+
+
+_config_opt = click.option(
+    "--config", "pattern", metavar="PATTERN",
+    help="Signing config glob (default: $FLUX_SECURITY_CONFIG_PATTERN or "
+    f"{SECURITY_CONFIG_PATTERN}).",
+)
+
+
+@click.group()
+def main() -> None:
+    """Sign and verify Flux job requests (J) like libflux-security."""
+
+
+@main.command()
+@_config_opt
+@click.option("--mech", type=_MECHS, help="Mechanism (default: sign.default-type).")
+@click.option("--userid", type=int, help="Sign on behalf of this uid (default: real uid).")
+def sign(pattern: str | None, mech: str | None, userid: int | None) -> None:
+    """Sign the payload read from stdin; print J."""
+    payload = sys.stdin.buffer.read()
+    try:
+        ctx = _context(pattern)
+        token = wrap_as(ctx, os.getuid() if userid is None else userid, payload, mech)
+    except SignError as exc:
+        _fail(exc.text)
+    click.echo(token)
+
+
+@main.command()
+@_config_opt
+@click.option("--any-mech", is_flag=True, help="Do not enforce sign.allowed-types.")
+@click.option("--no-verify", is_flag=True, help="Decode only; do not check the signature.")
+def verify(pattern: str | None, any_mech: bool, no_verify: bool) -> None:
+    """Verify J read from stdin (trailing white space ignored); print JSON."""
+    token = sys.stdin.buffer.read().rstrip(b" \t\n\v\f\r")
+    flags = NOVERIFY if no_verify else 0
+    try:
+        ctx = _context(pattern)
+        result = (unwrap_anymech if any_mech else unwrap)(ctx, token, flags)
+    except SignError as exc:
+        _fail(exc.text)
+    click.echo(json.dumps({
+        "userid": result.userid,
+        "mechanism": result.mechanism,
+        "payload": base64.b64encode(result.payload).decode("ascii"),
+    }))
+
+
+def _meta_value(text: str) -> str | bool | int:
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text, 10)
+    except ValueError:
+        return text
+
+
+@main.command()
+@click.argument("path")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Add certificate metadata (true/false and integers are typed).")
+def keygen(path: str, meta: tuple[str, ...]) -> None:
+    """Write a new curve cert pair PATH (0600) and PATH.pub (0644)."""
+    from .cert import Cert, CertError
+
+    try:
+        cert = Cert.create()
+        for item in meta:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                _fail(f"keygen: --meta {item}: expected KEY=VALUE")
+            cert.meta_set(key, _meta_value(value))
+        cert.store(path)
+    except CertError as exc:
+        _fail(f"keygen: {exc}")
+
+
+if __name__ == "__main__":
+    main()

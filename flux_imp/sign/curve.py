@@ -1,0 +1,166 @@
+"""The ``curve`` mechanism: Ed25519 signatures by a user certificate.
+
+The signer's public cert travels in the header (``curve.cert.*``) with the
+signing time (``curve.ctime``) and expiry (``curve.xtime``).  The verifier
+authenticates the cert for the header's userid either because the CA signed
+it (``require-ca = true``) or because it equals the cert in that user's home
+directory.  Checks and messages follow upstream's sign_curve.c in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pwd
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import config as cf
+from .ca import CA, CAError
+from .cert import Cert, CertError, c_string
+from .errors import SignError
+from .kv import KVError
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .kv import KV
+
+_AUX = "flux::sign_curve"
+_OPTS = (
+    cf.Option("require-ca", "bool", True),
+    cf.Option("cert-path", "string", False),
+)
+_CERT_PREFIX = "curve.cert."
+_PATH_MAX = 4096
+_EINVAL = os.strerror(errno.EINVAL)
+
+
+@dataclass
+class _State:
+    """Per-context state, created by the first successful init."""
+
+    max_ttl: int
+    config: dict[str, Any]
+    cert: Cert | None = None  # the signer's cert, loaded on first prep
+    ca: CA | None = None  # the CA, loaded on first CA-mode verify
+
+
+def _state(ctx: Context) -> _State:
+    state = ctx.aux[_AUX]
+    assert isinstance(state, _State)
+    return state
+
+
+def _home_cert(uid: int) -> str | None:
+    """``<home>/.flux/curve/sig`` of ``uid``, or None without a passwd entry."""
+    try:
+        home = pwd.getpwuid(uid % 2**32).pw_dir  # C passes a uid_t
+    except KeyError:
+        return None
+    return f"{home}/.flux/curve/sig"
+
+
+class CurveMech:
+    name = "curve"
+
+    def init(self, ctx: Context, sign_cfg: dict[str, Any]) -> None:
+        if _AUX in ctx.aux:
+            return
+        table = sign_cfg.get("curve")
+        if table is None:
+            raise SignError("sign-curve-init: [sign.curve] config missing")
+        try:
+            cf.check(table, _OPTS, strict=True, anytab=False)
+        except cf.ConfigError as exc:
+            raise SignError(f"sign-curve-init: [curve] config: {exc.text}") from exc
+        max_ttl = cf.as_int(sign_cfg.get("max-ttl"))
+        ctx.aux[_AUX] = _State(max_ttl, dict(table))
+
+    def prep(self, ctx: Context, header: KV) -> None:
+        state = _state(ctx)
+        if state.cert is None:
+            if "cert-path" in state.config:  # a test override
+                path: str | None = c_string(cf.as_str(state.config["cert-path"]))
+            else:
+                path = _home_cert(os.getuid())
+            if path is None or len(os.fsencode(path)) > _PATH_MAX:
+                raise SignError(_EINVAL)
+            try:
+                state.cert = Cert.load(path, secret=True)
+            except CertError as exc:
+                raise SignError(f"sign-curve-prep: load {path}: {exc.text}") from exc
+        ctime = int(time.time())
+        try:
+            header.join(state.cert.to_kv(), _CERT_PREFIX)
+            header.put_time("curve.ctime", ctime)
+            header.put_time("curve.xtime", ctime + state.max_ttl)
+        except KVError as exc:
+            raise SignError(_EINVAL) from exc
+
+    def sign(self, ctx: Context, data: bytes) -> str:
+        cert = _state(ctx).cert
+        assert cert is not None  # prep loaded it
+        try:
+            return cert.sign_detached(data)
+        except CertError as exc:
+            raise SignError(f"sign-curve: {exc.text}") from exc
+
+    def verify(self, ctx: Context, header: KV, data: bytes, signature: bytes) -> None:
+        state = _state(ctx)
+        now = int(time.time())
+        try:
+            cert: Cert | None = Cert.from_kv(header.split(_CERT_PREFIX))
+        except CertError:
+            cert = None
+        xtime = header.get_time("curve.xtime")
+        ctime = header.get_time("curve.ctime")
+        userid = header.get_int("userid")
+        if cert is None or xtime is None or ctime is None or userid is None:
+            raise SignError("sign-curve-verify: incomplete header")
+        if not cert.verify_detached(signature, data):
+            raise SignError("sign-curve-verify: verification failure")
+        if cf.as_bool(state.config.get("require-ca")):
+            _verify_by_ca(ctx, state, cert, userid, ctime, now)
+        else:
+            _verify_by_home(cert, userid)
+        if xtime < now or ctime + state.max_ttl < now:
+            raise SignError("sign-curve-verify: xtime or max-ttl exceeded")
+        if ctime > now:
+            raise SignError("sign-curve-verify: ctime is in the future")
+
+
+def _verify_by_home(cert: Cert, userid: int) -> None:
+    # The cert authenticates userid if it is the one in userid's home.
+    path = _home_cert(userid)
+    home_cert = None
+    if path is not None:
+        with contextlib.suppress(CertError):
+            home_cert = Cert.load(path)
+    if home_cert is None:
+        where = path or "unknown user"
+        raise SignError(f"sign-curve-verify: error loading cert from {where}")
+    if home_cert != cert:
+        raise SignError("sign-curve-verify: cert verification failed")
+
+
+def _verify_by_ca(
+    ctx: Context, state: _State, cert: Cert, userid: int, ctime: int, now: int
+) -> None:
+    # The cert authenticates userid if the CA signed it for userid.
+    try:
+        if state.ca is None:
+            try:
+                table = ctx.get_config("ca")
+            except SignError as exc:
+                raise SignError("sign-curve-verify: [ca] config missing") from exc
+            ca = CA(table)
+            ca.load(secret=False)
+            state.ca = ca
+        state.ca.authenticate(cert, userid, ctime, now)
+    except CAError as exc:
+        raise SignError(f"sign-curve-verify: ca: {exc.text}") from exc
+
+
+MECH = CurveMech()

@@ -1,0 +1,12 @@
+#!/bin/bash
+# The whole test suite, from a fresh Debian 12 machine, as root: set up
+# (idempotent), then lint, type-check and run pytest.  Tests start their own
+# munged and create their own users.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+venv=$(bash "$top/packaging/dev/setup.sh" | tail -n 1)
+cd "$top"
+"$venv/bin/ruff" check flux_imp tests bench
+"$venv/bin/mypy"
+exec "$venv/bin/python" -m pytest "$@"

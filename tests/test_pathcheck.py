@@ -1,0 +1,295 @@
+"""path_is_secure(): each check of flux-security's path.c, in order, by text."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import platform
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flux_imp.pathcheck import PathError, c_dirname, path_is_secure
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown and seteuid")
+
+
+def reason(path: str | Path) -> str | None:
+    """The PathError text for ``path``, or None when it is secure."""
+    try:
+        path_is_secure(str(path))
+    except PathError as exc:
+        assert str(exc) == exc.text
+        return exc.text
+    return None
+
+
+@contextlib.contextmanager
+def effective(uid: int, gid: int) -> Iterator[None]:
+    """Run the body with the given effective ids (root only)."""
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.fixture
+def conf() -> Iterator[Path]:
+    """A root-owned 0755 directory reachable by any euid (unlike tmp_path)."""
+    top = Path(tempfile.mkdtemp(prefix="pathcheck."))
+    top.chmod(0o755)
+    d = top / "conf.d"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)  # mkdir's mode is masked by the umask
+    yield d
+    shutil.rmtree(top)
+
+
+def make(path: Path, mode: int = 0o644, owner: tuple[int, int] | None = None) -> Path:
+    path.write_text("a = 1\n")
+    path.chmod(mode)
+    if owner is not None:
+        os.chown(path, *owner)
+    return path
+
+
+# ------------------------------------------------------------ the file
+
+
+def test_filename_not_defined() -> None:
+    assert reason("") == "Filename not defined"
+    # A C string ends at its first NUL.
+    assert reason("\0/etc/passwd") == "Filename not defined"
+
+
+def test_secure_file_passes(conf: Path) -> None:
+    assert reason(make(conf / "ok.toml")) is None
+
+
+def test_stat_failure_is_strerror(conf: Path) -> None:
+    assert reason(conf / "missing.toml") == "No such file or directory"
+    assert reason(make(conf / "file") / "x") == "Not a directory"
+    # Too long for the kernel: stat fails before the dirname length check.
+    assert reason("/" + "x" * 5000) == "File name too long"
+
+
+def test_dangling_symlink_is_strerror(conf: Path) -> None:
+    (conf / "dangling.toml").symlink_to(conf / "nowhere")
+    assert reason(conf / "dangling.toml") == "No such file or directory"
+
+
+def test_not_a_regular_file(conf: Path) -> None:
+    assert reason(conf) == "File is not a regular file"
+    assert reason("/dev/null") == "File is not a regular file"
+
+
+def test_type_is_checked_before_symlink(conf: Path) -> None:
+    (conf / "dirlink").symlink_to(conf)
+    assert reason(conf / "dirlink") == "File is not a regular file"
+
+
+def test_symbolic_link(conf: Path) -> None:
+    make(conf / "real.toml")
+    (conf / "link.toml").symlink_to(conf / "real.toml")
+    assert reason(conf / "link.toml") == "symbolic link"
+
+
+@needs_root
+def test_symlink_is_checked_before_owner_and_mode(conf: Path) -> None:
+    make(conf / "real.toml", 0o666, (NOBODY, NOBODY))
+    (conf / "link.toml").symlink_to(conf / "real.toml")
+    assert reason(conf / "link.toml") == "symbolic link"
+
+
+@needs_root
+def test_insecure_file_ownership(conf: Path) -> None:
+    assert reason(make(conf / "f.toml", 0o600, (NOBODY, 0))) == "insecure file ownership"
+
+
+@needs_root
+def test_owner_is_checked_before_mode(conf: Path) -> None:
+    assert reason(make(conf / "f.toml", 0o666, (NOBODY, 0))) == "insecure file ownership"
+
+
+@needs_root
+def test_file_owned_by_effective_uid_passes(conf: Path) -> None:
+    os.chown(conf, NOBODY, NOBODY)
+    path = make(conf / "f.toml", 0o644, (NOBODY, NOBODY))
+    with effective(NOBODY, NOBODY):
+        assert reason(path) is None
+    # ...but not for root, who does not own it.
+    assert reason(path) == "insecure file ownership"
+
+
+def test_bad_file_permissions_world_writable(conf: Path) -> None:
+    assert reason(make(conf / "f.toml", 0o666)) == "bad file permissions (0666)"
+    assert reason(make(conf / "g.toml", 0o602)) == "bad file permissions (0602)"
+
+
+def test_bad_file_permissions_shows_special_bits(conf: Path) -> None:
+    assert reason(make(conf / "f.toml", 0o4646)) == "bad file permissions (4646)"
+
+
+@needs_root
+def test_group_writable_with_effective_gid_passes(conf: Path) -> None:
+    assert reason(make(conf / "f.toml", 0o660, (0, os.getegid()))) is None
+
+
+@needs_root
+def test_bad_file_permissions_group_writable_other_group(conf: Path) -> None:
+    path = make(conf / "f.toml", 0o660, (0, NOBODY))
+    assert reason(path) == "bad file permissions (0660)"
+
+
+@needs_root
+def test_group_zero_is_not_trusted_for_files(conf: Path) -> None:
+    # Unlike the parent directory check, gid 0 is no exception for the file.
+    os.chown(conf, NOBODY, NOBODY)
+    path = make(conf / "f.toml", 0o660, (NOBODY, 0))
+    with effective(NOBODY, NOBODY):
+        assert reason(path) == "bad file permissions (0660)"
+
+
+# ---------------------------------------------------------- the parent
+
+
+def test_unable_to_stat_parent_directory(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a race can make the parent vanish after stat(file) succeeded.
+    path = make(conf / "f.toml")
+    real_lstat = os.lstat
+
+    def lstat(p: str) -> os.stat_result:
+        if p == str(conf):
+            raise FileNotFoundError(2, "gone")
+        return real_lstat(p)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert reason(path) == "Unable to stat parent directory"
+
+
+def test_parent_symlink_is_unexpected_file_type(conf: Path) -> None:
+    make(conf / "f.toml")
+    (conf.parent / "link.d").symlink_to(conf)
+    assert (
+        reason(conf.parent / "link.d" / "f.toml")
+        == "Unable to check parent directory. Unexpected file type"
+    )
+
+
+@needs_root
+def test_invalid_ownership_on_parent_directory(conf: Path) -> None:
+    path = make(conf / "f.toml")
+    os.chown(conf, NOBODY, 0)
+    assert reason(path) == "Invalid ownership on parent directory"
+
+
+@needs_root
+def test_parent_group_writable_without_sticky_bit(conf: Path) -> None:
+    path = make(conf / "f.toml")
+    os.chown(conf, 0, NOBODY)
+    conf.chmod(0o770)
+    assert reason(path) == "parent directory is group-writable without sticky bit"
+
+
+@needs_root
+def test_parent_group_writable_with_sticky_bit_passes(conf: Path) -> None:
+    path = make(conf / "f.toml")
+    os.chown(conf, 0, NOBODY)
+    conf.chmod(0o1770)
+    assert reason(path) is None
+
+
+@needs_root
+def test_parent_group_writable_by_root_or_effective_group_passes(conf: Path) -> None:
+    path = make(conf / "f.toml", 0o644, (NOBODY, NOBODY))
+    conf.chmod(0o775)
+    os.chown(conf, NOBODY, 0)
+    with effective(NOBODY, NOBODY):
+        assert reason(path) is None  # group 0 is trusted for directories
+    os.chown(conf, NOBODY, NOBODY)
+    with effective(NOBODY, NOBODY):
+        assert reason(path) is None  # and so is the effective group
+
+
+@needs_root
+def test_parent_world_writable_without_sticky_bit(conf: Path) -> None:
+    path = make(conf / "f.toml")
+    conf.chmod(0o707)
+    assert reason(path) == "parent directory is world-writable without sticky bit"
+    conf.chmod(0o777)  # group 0: the group check passes, the world one not
+    assert reason(path) == "parent directory is world-writable without sticky bit"
+
+
+def test_parent_world_writable_with_sticky_bit_passes(conf: Path) -> None:
+    path = make(conf / "f.toml")
+    conf.chmod(0o1777)
+    assert reason(path) is None
+
+
+def test_only_the_immediate_parent_is_checked(conf: Path) -> None:
+    sub = conf / "sub"
+    sub.mkdir()
+    sub.chmod(0o755)
+    conf.chmod(0o777)  # the grandparent is wide open
+    assert reason(make(sub / "f.toml")) is None
+
+
+def test_relative_name_checks_the_current_directory(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make(conf / "f.toml")
+    monkeypatch.chdir(conf)
+    assert reason("f.toml") is None
+    conf.chmod(0o777)
+    assert reason("f.toml") == "parent directory is world-writable without sticky bit"
+
+
+# ------------------------------------------------------------- dirname
+
+
+@pytest.mark.parametrize(
+    ("path", "parent"),
+    [
+        ("foo", "."),
+        ("/foo", "/"),
+        ("//foo", "//"),
+        ("///foo", "/"),
+        ("/a/b", "/a"),
+        ("a//b", "a"),
+        ("a/b/", "a"),
+        ("a/b//", "a"),
+        ("/", "/"),
+        ("//", "//"),
+        ("", "."),
+        ("..", "."),
+    ],
+)
+def test_c_dirname_follows_glibc(path: str, parent: str) -> None:
+    assert c_dirname(path) == parent
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="compares with glibc dirname")
+@given(st.text(alphabet="/a.", max_size=8))
+def test_c_dirname_matches_libc(path: str) -> None:
+    libc = ctypes.CDLL(None)
+    libc.dirname.restype = ctypes.c_char_p
+    libc.dirname.argtypes = [ctypes.c_char_p]
+    buf = ctypes.create_string_buffer(path.encode())
+    assert c_dirname(path) == libc.dirname(buf).decode()
+
+
+def test_mode_text_has_no_file_type_bits(conf: Path) -> None:
+    path = make(conf / "f.toml", 0o646)
+    assert stat.S_IFMT(path.stat().st_mode)  # the raw mode has them
+    assert reason(path) == "bad file permissions (0646)"
