@@ -7,6 +7,6 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 venv=$(bash "$top/packaging/dev/setup.sh" | tail -n 1)
 cd "$top"
-"$venv/bin/ruff" check flux_imp tests bench
+"$venv/bin/ruff" check .
 "$venv/bin/mypy"
 exec "$venv/bin/python" -m pytest "$@"
