@@ -1,10 +1,35 @@
 """flux-imp: a Python drop-in for flux-security's IMP and signing library.
 
-Privileged code lives only in the modules listed in ``PRIVILEGED_MODULES``;
-everything else runs, or can run, without privilege.
+Start an audit at ``PRIVILEGED_MODULES``: the modules whose code runs in the
+privileged parent (euid 0).  Everything else (the flux-sign CLI, and the
+unprivileged child's parsing of argv, stdin and the exec helper's output)
+runs without privilege.
 """
 
 __version__ = "0.15.0"
 
-# Modules whose code runs with euid 0 (an auditor starts here).
-PRIVILEGED_MODULES: tuple[str, ...] = ()
+# Code that runs with euid 0, in the order a request meets it.
+PRIVILEGED_MODULES: tuple[str, ...] = (
+    "packaging/launcher/flux-imp.c",  # the setuid entry point (C)
+    "flux_imp.imp.launch",  # reads the launcher's data
+    "flux_imp.imp.main",  # start-up and dispatch
+    "flux_imp.imp.log",
+    "flux_imp.imp.environ",
+    "flux_imp.imp.impconfig",  # IMP config, loaded as root
+    "flux_imp.config",
+    "flux_imp.tomltk",
+    "flux_imp.cglob",
+    "flux_imp.pathcheck",
+    "flux_imp.imp.cgroup",
+    "flux_imp.imp.creds",  # the only set*id/initgroups calls
+    "flux_imp.imp.privsep",  # the one channel from the unprivileged child
+    "flux_imp.imp.state",
+    "flux_imp.imp.commands",
+    "flux_imp.imp.whoami",  # parent half
+    "flux_imp.imp.exec",  # parent half: re-validates, then spawns
+    "flux_imp.imp.options",
+    "flux_imp.imp.audit",
+    "flux_imp.imp.proxy",  # lingers: signals, wait, exit status
+    "flux_imp.imp.sdnotify",
+    "flux_imp.sign",  # J is verified again by the parent
+)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from . import impenv, users
 from . import munged as munged_helper
-from . import users
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +50,26 @@ def guest() -> Iterator[pwd.struct_passwd]:
         pytest.skip("creating users needs root")
     with _world_dir() as base, users.temp_user("fluximp-guest", base / "home") as user:
         yield user
+
+
+@pytest.fixture(scope="session")
+def owner() -> Iterator[pwd.struct_passwd]:
+    """A real user, ``fluximp-owner``: the Flux instance owner who runs the IMP."""
+    if os.getuid() != 0:
+        pytest.skip("creating users needs root")
+    with _world_dir() as base, users.temp_user("fluximp-owner", base / "home") as user:
+        yield user
+
+
+@pytest.fixture(scope="session")
+def imp() -> Iterator[impenv.ImpInstall]:
+    """The launchers, built from packaging/launcher and installed setuid root."""
+    if os.getuid() != 0:
+        pytest.skip("installing a setuid launcher needs root")
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        pytest.skip("gcc and make are needed to build the launcher")
+    prefix = impenv.make_prefix()
+    try:
+        yield impenv.build(prefix)
+    finally:
+        shutil.rmtree(prefix)

@@ -1,0 +1,98 @@
+"""The IMP's own configuration (``imp/conf.d``) and where the signing
+configuration comes from.
+
+Upstream reads IMP keys leniently (a mistyped key is silently ignored, a
+wrong type reads as false/empty).  We read them the same way, so behaviour
+is identical, but warn about every unknown key and every wrongly typed
+value, so that nothing is misread silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import config as cf
+from ..paths import IMP_CONFIG_PATTERN
+from ..sign import DISABLE_PATH_PARANOIA
+from .environ import CallerEnv
+from .log import die, log
+
+# Expected type of every key we know; "run.*" entries apply to each table.
+_SCHEMA: dict[str, str] = {
+    "allow-sudo": "bool",
+    "log-level": "string",
+    "enable-path-paranoia": "bool",
+    "disable-path-paranoia": "bool",
+    "exec": "table",
+    "exec.allowed-users": "array",
+    "exec.allowed-shells": "array",
+    "exec.allow-unprivileged-exec": "bool",
+    "exec.pam-support": "bool",
+    "exec.keep-loader-env": "bool",
+    "run": "table",
+    "run.*": "table",
+    "run.*.path": "string",
+    "run.*.allowed-users": "array",
+    "run.*.allowed-environment": "array",
+    "ca": "table",  # checked strictly by casign
+    "sign": "table",  # a test build shares one pattern with the signing config
+}
+
+
+@dataclass
+class ImpConfig:
+    table: dict[str, Any]
+    # Where and how the signing library loads its configuration.
+    security_pattern: str | None
+    security_flags: int
+
+    def section(self, name: str) -> Any:
+        return cf.get_in(self.table, name)
+
+
+def _schema_key(path: list[str]) -> str:
+    if path and path[0] == "run" and len(path) >= 2:
+        return ".".join(["run", "*", *path[2:]])
+    return ".".join(path)
+
+
+def _lint(table: dict[str, Any], path: list[str]) -> None:
+    for key, value in table.items():
+        here = [*path, key]
+        name = _schema_key(here)
+        want = _SCHEMA.get(name)
+        if want is None:
+            log.warn(f"config: unknown key '{'.'.join(here)}' ignored")
+            continue
+        if cf.typeof(value) != want:
+            log.warn(f"config: '{'.'.join(here)}' should be of type {want}, "
+                     "read as false/empty")
+            continue
+        if want == "table" and name not in ("ca", "sign"):
+            _lint(value, here)
+
+
+def load(env: CallerEnv, test_build: bool) -> ImpConfig:
+    """Load and lint the IMP config; die with upstream's messages."""
+    pattern = IMP_CONFIG_PATTERN
+    base: dict[str, object] = {}
+    security_pattern: str | None = None
+    security_flags = 0
+    if test_build:
+        # Only a test build of the launcher honours these, as upstream.
+        pattern = env.get("FLUX_IMP_CONFIG_PATTERN") or pattern
+        security_pattern = pattern
+        if env.get("FLUX_TEST_IMP_PATH_PARANOIA") is None:
+            base["disable-path-paranoia"] = True
+            security_flags = DISABLE_PATH_PARANOIA
+    try:
+        table, count = cf.load_glob(pattern, base=base)
+    except cf.ConfigError as exc:
+        log.warn(f"loading config: {exc.filename}: {exc.lineno}: {exc.text}")
+        die("Failed to load configuration")
+    if count == 0:
+        log.warn(f"{pattern}: No config file(s) found")
+        die("Failed to load configuration")
+    _lint({k: v for k, v in table.items() if k not in base}, [])
+    return ImpConfig(table, security_pattern, security_flags)

@@ -1,0 +1,106 @@
+"""flux-imp start-up: the short pipeline of upstream's src/imp/imp.c.
+
+launch data -> process name -> IMP config -> log level -> cgroup ->
+(privileged) sudo simulation, refuse root, fork the unprivileged child ->
+dispatch the command's halves -> exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+from .. import config as cf
+from ..sign.kv import KV
+from . import cgroup, commands, creds, impconfig
+from .environ import CallerEnv
+from .launch import LaunchDataError, read_launch_data
+from .log import ImpError, die, log
+from .privsep import Privsep
+from .state import Imp
+
+
+def _set_process_name() -> None:
+    # flux-core and upstream's tests look for a parent named "flux-imp".
+    import prctl  # type: ignore[import-untyped, unused-ignore]
+
+    prctl.set_name("flux-imp")
+
+
+def _child(imp: Imp, ps: Privsep | None) -> None:
+    """The unprivileged half: find the command and run its child side."""
+    imp.ps = ps
+    if len(imp.argv) < 2:
+        die("command required")
+    name = imp.argv[1]
+    half = commands.find(name, privileged=False)
+    if half is None:
+        die(f"Unknown IMP command: {name}")
+    kv = KV()
+    kv.put_str("cmd", name)
+    half(imp, kv)
+
+
+def _parent(imp: Imp, ps: Privsep) -> None:
+    """The privileged half: act on the child's one message, if any."""
+    kv = ps.recv()
+    if kv is None:
+        return  # nothing to do; the exit status follows the child's
+    name = kv.get_str("cmd")
+    if name is None:
+        die("Failed to read command from privsep child")
+    half = commands.find(name, privileged=True)
+    if half is not None:
+        half(imp, kv)
+
+
+def _sudo_simulation(imp: Imp) -> None:
+    # SUDO_USER only counts when the real uid is root (sudo, or root itself).
+    user = imp.env.get("SUDO_USER") if os.getuid() == 0 else None
+    if user is None:
+        return
+    if not cf.as_bool(imp.conf.section("allow-sudo")):
+        die("sudo support not enabled")
+    if not creds.simulate_sudo(user):
+        die("Failed to enable sudo support")
+
+
+def _run(test_build: bool) -> int:
+    try:
+        launch = read_launch_data()
+    except LaunchDataError as exc:
+        die(f"launcher: {exc}")
+    _set_process_name()
+    env = CallerEnv(launch.environ)
+    conf = impconfig.load(env, test_build)
+    level = conf.section("log-level")
+    if level is not None and not log.set_level(cf.as_str(level)):
+        log.warn(f"unknown log-level '{cf.as_str(level)}', ignoring")
+    info = cgroup.detect()
+    if info is None:
+        die("Failed to get current cgroup info")
+    imp = Imp(["flux-imp", *sys.argv[1:]], env, conf, info, launch.umask, test_build)
+    if os.geteuid() != 0:
+        _child(imp, None)  # not setuid: the unprivileged half only
+        return 0
+    _sudo_simulation(imp)
+    if os.getuid() == 0:
+        die("Refusing to run as root")
+    ps = Privsep.start(lambda ps: _child(imp, ps))
+    imp.ps = ps
+    _parent(imp, ps)
+    return 0 if ps.wait() else 1
+
+
+def main(test_build: int = 0) -> NoReturn:
+    try:
+        code = _run(bool(test_build))
+    except ImpError as exc:
+        log.fatal(exc.message)
+        code = exc.code
+    try:
+        sys.stdout.flush()
+    except OSError:
+        code = code or 1
+    sys.exit(code)

@@ -1,0 +1,127 @@
+"""Privilege separation: the one channel between the two halves.
+
+The privileged parent forks a child that drops to the caller's ids for
+good, waits for a go byte, parses every untrusted input and sends ONE kv
+message (native int length 1..4 MiB, then the kv bytes).  The parent
+trusts nothing in it: each command re-validates what matters.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from ..sign.kv import KV, KVError
+from . import creds
+from .log import ImpError, log
+
+MAX_KVLEN = 4 * 1024 * 1024
+_LEN = struct.Struct("=i")
+
+
+def _read_exact(fd: int, count: int) -> bytes:
+    chunks, left = [], count
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Privsep:
+    """Parent side after start(); the child runs ``child_main`` and exits."""
+
+    def __init__(self, pid: int, rfd: int, wfd: int) -> None:
+        self.pid = pid
+        self.rfd = rfd
+        self.wfd = wfd
+
+    @classmethod
+    def start(cls, child_main: Callable[[Privsep], None]) -> Privsep:
+        up_r, up_w = os.pipe2(os.O_CLOEXEC)  # parent -> child
+        pp_r, pp_w = os.pipe2(os.O_CLOEXEC)  # child -> parent
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(up_w)
+            os.close(pp_r)
+            cls._child(cls(0, up_r, pp_w), child_main)
+        os.close(up_r)
+        os.close(pp_w)
+        ps = cls(pid, pp_r, up_w)
+        try:
+            _write_all(up_w, b"\0")  # go: the parent is ready to read
+        except OSError as exc:
+            raise ImpError("Privilege separation initialization failed") from exc
+        return ps
+
+    @staticmethod
+    def _child(ps: Privsep, child_main: Callable[[Privsep], None]) -> NoReturn:
+        code = 0
+        try:
+            creds.drop_to_real_ids()
+            if _read_exact(ps.rfd, 1) != b"\0":
+                raise ImpError("wait_for_parent: lost the privileged parent")
+            child_main(ps)
+        except ImpError as exc:
+            log.fatal(exc.message)
+            code = exc.code
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:  # the child must never unwind into the parent's code
+            log.fatal(f"internal error: {exc!r}")
+            code = 1
+        try:
+            sys.stdout.flush()
+        finally:
+            os._exit(code)
+
+    # -- child side ------------------------------------------------------
+    def send(self, kv: KV) -> bool:
+        data = kv.encode()
+        if not 0 < len(data) <= MAX_KVLEN:
+            return False
+        try:
+            _write_all(self.wfd, _LEN.pack(len(data)) + data)
+        except OSError:
+            return False
+        return True
+
+    # -- parent side -----------------------------------------------------
+    def recv(self) -> KV | None:
+        """The child's message; None on EOF or any malformed message."""
+        head = _read_exact(self.rfd, _LEN.size)
+        if len(head) != _LEN.size:
+            return None
+        (length,) = _LEN.unpack(head)
+        if not 0 < length <= MAX_KVLEN:
+            return None
+        data = _read_exact(self.rfd, length)
+        if len(data) != length:
+            return None
+        try:
+            return KV.decode(data)
+        except KVError:
+            return None
+
+    def wait(self) -> bool:
+        """Reap the child; True if it exited 0."""
+        if self.pid <= 0:
+            return True
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return False
+        self.pid = -1
+        return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
