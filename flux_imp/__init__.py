@@ -27,6 +27,9 @@ PRIVILEGED_MODULES: tuple[str, ...] = (
     "flux_imp.imp.commands",
     "flux_imp.imp.whoami",  # parent half
     "flux_imp.imp.exec",  # parent half: re-validates, then spawns
+    "flux_imp.imp.run",  # parent half: re-validates, runs NAME as root
+    "flux_imp.imp.casign",  # parent half: loads the CA secret, signs
+    "flux_imp.imp.helper",  # execvp() of the job shell (the helper runs unprivileged)
     "flux_imp.imp.options",
     "flux_imp.imp.audit",
     "flux_imp.imp.proxy",  # lingers: signals, wait, exit status

@@ -10,11 +10,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def _remove_leftovers(prefix: str) -> None:
+    # Users of this prefix whose creating process is gone: a crash's leftovers.
+    for entry in pwd.getpwall():
+        head, _, pid = entry.pw_name.rpartition("-")
+        if head == prefix and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run(["userdel", "-f", entry.pw_name], capture_output=True, check=False)
+
+
 @contextlib.contextmanager
-def temp_user(name: str, home: Path) -> Iterator[pwd.struct_passwd]:
-    """Create ``name`` with its own group and ``home`` (made, owned by it)."""
-    subprocess.run(["userdel", "-f", name], capture_output=True, check=False)  # a crash's leftover
-    subprocess.run(["groupdel", name], capture_output=True, check=False)
+def temp_user(prefix: str, home: Path) -> Iterator[pwd.struct_passwd]:
+    """Create ``<prefix>-<pid>`` with its own group and ``home`` (made, owned by it).
+
+    The pid suffix keeps concurrent test sessions from sharing (and deleting)
+    each other's users.
+    """
+    _remove_leftovers(prefix)
+    name = f"{prefix}-{os.getpid()}"
     subprocess.run(["useradd", "-U", "-M", "-d", str(home), "-s", "/bin/sh", name], check=True)
     try:
         user = pwd.getpwnam(name)

@@ -17,6 +17,9 @@ Half = Callable[[Imp, KV], None]
 _COMMANDS = {
     "version": ("version", False),
     "whoami": ("whoami", True),
+    "exec": ("exec", True),
+    "run": ("run", True),
+    "casign": ("casign", True),
 }
 
 

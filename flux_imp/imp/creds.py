@@ -45,6 +45,23 @@ def become_user(user: pwd.struct_passwd) -> None:
     _verify_cannot_regain(user.pw_uid, user.pw_gid)
 
 
+def become_root_for_run() -> None:
+    """``run`` command: uid 0, gid 0 and root's groups, for good.
+
+    Upstream keeps the caller's effective gid and supplementary groups in a
+    setuid install.  Root's own are safer: with the instance owner's gid the
+    command would create files that the owner's group owns, and would act
+    with the owner's group memberships, which a root prolog does not expect.
+    """
+    try:
+        os.initgroups("root", 0)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as exc:
+        die(f"run: switching to root: {exc.strerror}")
+    _verify_cannot_regain(0, 0)
+
+
 def simulate_sudo(name: str) -> bool:
     """Set only the real uid/gid to SUDO_USER's (upstream sudosim); False if unknown."""
     try:

@@ -1,67 +1,98 @@
-"""Main job, for now: sign and verify a J with every mechanism via flux-sign.
+"""The main job end to end: a signed job started as another user.
 
-A temporary user signs (curve in home-directory mode needs a user whose home
-holds the cert), everything lives in a temporary directory with a private
-munged, and nothing is left behind.
+Creates an instance owner and a guest user, builds the launcher and
+installs it setuid root in a private prefix with an IMP config, has the
+guest sign a job request J (munge, through a private munged; then curve
+with the guest's own certificate), and has the owner run ``flux-imp exec``:
+the job shell prints ``id``, showing the guest's uid.  Everything lives in
+a temporary directory and the users are removed afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from flux_imp.sign import Context, wrap
+from tests import impenv
 from tests.munged import running_munged
 from tests.users import become, temp_user
 
-FLUX_SIGN = [sys.executable, "-m", "flux_imp.sign"]
-USER = "flux-demo-guest"
 CONFIG = """\
 [sign]
 max-ttl = 60
-default-type = "curve"
-allowed-types = [ "none", "curve", "munge" ]
-[sign.curve]
-require-ca = false
+default-type = "munge"
+allowed-types = [ "munge", "curve" ]
 [sign.munge]
 socket-path = "{socket}"
+[sign.curve]
+require-ca = false
+[exec]
+allowed-users = [ "{owner}" ]
+allowed-shells = [ "/usr/bin/id" ]
 """
 
 
-def flux_sign(args: list[str], stdin: bytes, env: dict[str, str],
-              user: pwd.struct_passwd | None = None) -> bytes:
-    # Run from / so the installed package is used, as an admin would.
-    proc = subprocess.run(FLUX_SIGN + args, input=stdin, capture_output=True, cwd="/",
-                          env=env, preexec_fn=become(user) if user else None)
-    if proc.returncode != 0:
-        sys.exit(f"flux-sign {args[0]} failed: {proc.stderr.decode().strip()}")
-    return proc.stdout
+def sign_as(user: pwd.struct_passwd, pattern: str, mech: str, jobspec: bytes) -> str:
+    """Sign in a child that became ``user`` (its uid is what J asserts)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        become(user)()
+        os.environ["HOME"] = user.pw_dir
+        ctx = Context()
+        ctx.configure(pattern)
+        os.write(wfd, wrap(ctx, jobspec, mech).encode())
+        os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        token = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not token:
+        sys.exit(f"signing as {user.pw_name} failed")
+    return token
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, running_munged() as socket:
-        os.chmod(tmp, 0o755)  # noqa: S103 - the demo user reads the config
-        Path(tmp, "sign.toml").write_text(CONFIG.format(socket=socket))
-        env = {"PATH": "/usr/bin:/bin", "FLUX_SECURITY_CONFIG_PATTERN": f"{tmp}/*.toml"}
-        with temp_user(USER, Path(tmp) / "home") as user:
-            certdir = Path(user.pw_dir) / ".flux" / "curve"
+    prefix = impenv.make_prefix()
+    try:
+        with running_munged() as socket, \
+                temp_user("flux-demo-owner", prefix / "owner") as owner, \
+                temp_user("flux-demo-guest", prefix / "guest") as guest:
+            inst = impenv.build(prefix)
+            pattern = impenv.write_config(
+                prefix / "conf.d", CONFIG.format(socket=socket, owner=owner.pw_name))
+            # The guest's curve cert, in ~/.flux/curve as the IMP expects.
+            certdir = Path(guest.pw_dir) / ".flux" / "curve"
             certdir.mkdir(parents=True)
             for path in (certdir.parent, certdir):
-                os.chown(path, user.pw_uid, user.pw_gid)
-            flux_sign(["keygen", str(certdir / "sig")], b"", env, user)
-            jobspec = b'{"version": 1, "tasks": [{"command": ["id"]}]}'
-            for mech in ("none", "curve", "munge"):
-                token = flux_sign(["sign", "--mech", mech], jobspec, env, user)
-                # none only verifies for the signer itself; curve and munge
-                # are verified by root, as the IMP would.
-                verifier = user if mech == "none" else None
-                result = flux_sign(["verify"], token, env, verifier).decode().strip()
-                print(f"{mech:>5}: signed by {user.pw_name} (uid {user.pw_uid}); "
-                      f"verified -> {result}")
-        print("sign/verify round trip OK for none, curve and munge")
+                os.chown(path, guest.pw_uid, guest.pw_gid)
+            subprocess.run([sys.executable, "-m", "flux_imp.sign", "keygen",
+                            f"{guest.pw_dir}/.flux/curve/sig"], check=True,
+                           preexec_fn=become(guest), cwd="/", env={"PATH": "/usr/bin:/bin"})
+            print(f"installed {inst.test_build} (setuid root); "
+                  f"owner {owner.pw_name} uid {owner.pw_uid}, "
+                  f"guest {guest.pw_name} uid {guest.pw_uid}")
+            for mech in ("munge", "curve"):
+                token = sign_as(guest, pattern, mech, b'{"version": 1}')
+                result = impenv.run(
+                    inst.test_build, ["exec", "/usr/bin/id", "-a"],
+                    as_user=become(owner), stdin=json.dumps({"J": token}).encode(),
+                    env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": pattern})
+                sys.stderr.buffer.write(result.stderr)
+                shown = result.stdout.decode().strip()
+                print(f"{mech:>5}: owner ran flux-imp exec; job shell printed: {shown}")
+                if result.returncode != 0 or f"uid={guest.pw_uid}(" not in shown:
+                    sys.exit(f"FAILED: the job did not run as {guest.pw_name}")
+        print("OK: signed jobs started as the guest by the setuid flux-imp")
+    finally:
+        shutil.rmtree(prefix)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""``flux-imp casign``: the site CA signs the caller's curve certificate
+(upstream casign.c).
+
+The child reads the public cert TOML on stdin and sends it to the parent,
+which binds it to the caller's real uid for ``ca.max-cert-ttl`` seconds
+with the CA of the IMP config's ``[ca]``, and writes the signed public
+cert on stdout.  The CA's secret key is read by the parent only, after the
+child has exited: the half that parses the caller's input never has it in
+its memory.
+
+Refusals are audited by the half that refuses, a signature by the half
+that signs (with the cert's public key and new uuid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from ..sign import b64
+from ..sign.ca import CA, CAError
+from ..sign.cert import Cert, CertError
+from ..sign.kv import KV
+from . import audit
+from .log import ImpError, die, log
+from .state import Imp
+
+_KV_PREFIX = "cert"  # upstream's privsep keys: "certmeta.<k>", "certcurve.public-key"
+
+Fields = dict[str, audit.Value]  # this invocation's audit record, filled in as we go
+
+
+@contextlib.contextmanager
+def _refusals(fields: Fields) -> Iterator[None]:
+    """Record a failure inside the block as a refused casign, then re-raise."""
+    try:
+        yield
+    except Exception as exc:
+        why = exc.message if isinstance(exc, ImpError) else f"internal error: {exc!r}"
+        audit.record("casign", f"refused: {why}", **fields)
+        raise
+
+
+@contextlib.contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Turn a failure of one step into upstream's ``casign: <name>: <error>``."""
+    try:
+        yield
+    except (CAError, CertError) as exc:
+        die(f"casign: {name}: {exc.text}")
+
+
+def _sign_and_print(imp: Imp, cert: Cert, fields: Fields) -> None:
+    table = imp.conf.section("ca")
+    if table is None:
+        die("casign: no [ca] configuration")
+    with _step("ca_create"):
+        ca = CA(table)
+    with _step("ca_load"):
+        ca.load(secret=True)
+    with _step("ca_sign"):
+        ca.sign(cert, 0, os.getuid())  # ttl 0: the CA's max-cert-ttl
+    try:
+        sys.stdout.buffer.write(cert.dumps().encode("utf-8", "surrogateescape"))
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        die(f"casign: write stdout: {exc.strerror}")
+    audit.record("casign", "allowed", **fields, uuid=cert.meta.get_str("uuid"),
+                 xtime=cert.meta.get_time("xtime"))  # fmt: skip
+
+
+def child(imp: Imp, kv: KV) -> None:
+    fields: Fields = {"half": "unprivileged", "caller_uid": os.getuid()}
+    with _refusals(fields):
+        with _step("decode cert"):
+            cert = Cert.read(sys.stdin.buffer)  # the launcher made sure fd 0 is open
+        fields["public_key"] = b64.encode(cert.public_key)
+        if imp.ps is not None:
+            kv.join(cert.to_kv(), _KV_PREFIX)
+            if not imp.ps.send(kv):
+                die("casign: failed to communicate with privsep parent")
+            return  # the parent decides and audits
+        # As upstream, for tests: it signs only if the caller can read the CA key.
+        log.warn("casign: imp is not installed setuid, proceeding anyway...")
+        _sign_and_print(imp, cert, fields)
+
+
+def parent(imp: Imp, kv: KV) -> None:
+    fields: Fields = {"half": "privileged", "caller_uid": os.getuid()}
+    with _refusals(fields):
+        # Upstream does not wait; we reap the child before touching the CA key.
+        if imp.ps is None or not imp.ps.wait():
+            die("casign: unprivileged process exited abnormally")
+        with _step("decode cert"):
+            cert = Cert.from_kv(kv.split(_KV_PREFIX))
+        fields["public_key"] = b64.encode(cert.public_key)
+        _sign_and_print(imp, cert, fields)

@@ -1,0 +1,313 @@
+"""``flux-imp exec SHELL ARG...``: start a job shell as the user who signed J.
+
+RFC 15 and upstream's src/imp/exec/exec.c; steps, order and messages are
+upstream's (INTEROP.md 4.4).
+
+The unprivileged child (running as the caller) parses everything hostile:
+argv, the JSON input (from stdin or ``FLUX_IMP_EXEC_HELPER``), J, options.
+It sends the privileged parent one kv message: ``J``, ``shell_path``,
+``args0..N`` and the device policy.
+
+The privileged parent trusts none of it: it reloads the signing config as
+root, checks the caller, decodes the message strictly, verifies J again,
+resolves the target user from J, refuses root and shells not allowed,
+waits for the child, refuses what it cannot do yet (PAM, device
+containment) and only then forks the job shell through proxy.py.  The
+shell gets the target's credentials, cwd ``/``, the caller's umask and the
+caller's environment without dynamic-loader variables.
+
+Every decision is audited (audit.py).  Not setuid (a test set-up), the
+child runs the shell itself if ``allow-unprivileged-exec`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pwd
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .. import config as cf
+from ..sign import Context, SignError, unwrap
+from ..sign.kv import KV
+from . import audit, creds, helper, jsonin, options
+from .log import ImpError, die, log
+from .options import DevicePolicy, OptionsError
+from .state import Imp
+
+# glibc's secure-mode "unsecure" variables that do not start with LD_.
+_LOADER_VARIABLES = frozenset(
+    b"GCONV_PATH GETCONF_DIR GLIBC_TUNABLES HOSTALIASES LOCALDOMAIN LOCPATH "
+    b"MALLOC_CHECK_ MALLOC_TRACE NIS_PATH NLSPATH RESOLV_HOST_CONF RES_OPTIONS "
+    b"TMPDIR TZDIR".split()
+)
+_ARG_KEY = re.compile(r"args(0|[1-9][0-9]*)")
+_MESSAGE_KEYS = frozenset({"cmd", "J", "shell_path"})
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the child sends and the parent decodes: the job to start."""
+
+    shell: str
+    argv: list[str]  # the job shell's argv: [SHELL, ARG, ...]
+    J: str
+    device: DevicePolicy
+
+
+class _Audit:
+    """This invocation's audit record, filled in as facts become known."""
+
+    def __init__(self, half: str) -> None:
+        self.fields: dict[str, audit.Value] = {"half": half, "caller_uid": os.getuid()}
+
+    def note(self, **fields: audit.Value) -> None:
+        self.fields.update(fields)
+
+    def note_command(self, argv: list[str]) -> None:
+        self.note(shell=argv[0], args=argv[1:])
+
+    def note_token(self, token: str) -> None:
+        import hashlib  # only once there is a J to record
+
+        raw = token.encode("utf-8", "surrogateescape")
+        self.note(J_sha256=hashlib.sha256(raw).hexdigest())
+
+    def decide(self, outcome: str) -> None:
+        audit.record("exec", outcome, **self.fields)
+
+    @contextlib.contextmanager
+    def refusals(self) -> Iterator[None]:
+        """Record any failure inside the block as a refusal, then re-raise."""
+        try:
+            yield
+        except ImpError as exc:
+            self.decide(f"refused: {exc.message}")
+            raise
+        except Exception as exc:
+            self.decide(f"refused: internal error: {exc!r}")
+            raise
+
+
+# ---------------------------------------------------------------- both halves
+
+
+def _exec_conf(imp: Imp, key: str) -> Any:
+    return cf.get_in(imp.conf.section("exec"), key)
+
+
+def _security_context(imp: Imp) -> Context:
+    try:
+        return imp.security_context()
+    except SignError as exc:
+        die(f"exec: Error loading security context: {exc.text}")
+
+
+def _check_caller(imp: Imp, trail: _Audit) -> None:
+    """The real user must exist and be in exec.allowed-users."""
+    name = imp.real_user_name()
+    if name is None:
+        die("exec: failed to find IMP user")
+    trail.note(caller=name)
+    if not cf.array_contains(_exec_conf(imp, "allowed-users"), name):
+        die(f"exec: user {name} not in allowed-users list")
+
+
+def _shell_allowed(imp: Imp, shell: str) -> bool:
+    return cf.array_contains(_exec_conf(imp, "allowed-shells"), shell)
+
+
+def _c_int(value: int) -> int:
+    """``(int) value``: the low 32 bits, signed."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _verify(ctx: Context, token: str, trail: _Audit) -> pwd.struct_passwd:
+    """Verify J (allowed-types enforced); the passwd entry of its signer."""
+    try:
+        cred = unwrap(ctx, token)
+    except SignError as exc:
+        die(f"exec: signature validation failed: {exc.text}")
+    trail.note(mechanism=cred.mechanism, target_uid=cred.userid)
+    try:
+        user = pwd.getpwuid(cred.userid & 0xFFFFFFFF)  # a uid_t, as upstream
+    except KeyError:
+        host = os.uname().nodename or "unknown"
+        die(f"exec: userid {_c_int(cred.userid)} is invalid on {host}")
+    trail.note(target=user.pw_name, target_uid=user.pw_uid)
+    return user
+
+
+def _exec_shell(shell: str, argv: list[str], environ: list[bytes]) -> NoReturn:
+    """cd / and execvp the shell (upstream imp_exec); dies 126/127 on failure."""
+    try:
+        os.chdir("/")
+    except OSError:
+        die("exec: failed to chdir to /")
+    helper.default_signals()
+    err = helper.execvp(shell, argv, environ)
+    die(f"{shell}: {err.strerror}", 126 if err.errno in (errno.EPERM, errno.EACCES) else 127)
+
+
+# ----------------------------------------------------------- unprivileged half
+
+
+def child(imp: Imp, kv: KV) -> None:
+    trail = _Audit("unprivileged")
+    with trail.refusals():
+        request = _child_request(imp, trail)
+        if imp.setuid:
+            if not _shell_allowed(imp, request.shell):
+                die("exec: shell not in allowed-shells")
+            _put_request(request, kv)
+            assert imp.ps is not None
+            if not imp.ps.send(kv):
+                die("exec: failed to communicate with privsep parent")
+            return  # the parent decides and audits
+        if not cf.as_bool(_exec_conf(imp, "allow-unprivileged-exec")):
+            die("exec: IMP not installed setuid, operation disabled.")
+        log.warn("Running without privilege, userid switching not available")
+        trail.decide("allowed")
+    os.umask(imp.umask)
+    _exec_shell(request.shell, request.argv, imp.env.entries)
+
+
+def _child_request(imp: Imp, trail: _Audit) -> Request:
+    ctx = _security_context(imp)
+    _check_caller(imp, trail)
+    command = imp.env.get("FLUX_IMP_EXEC_HELPER")
+    proc = None
+    if command is not None:
+        if not command:
+            die("exec: FLUX_IMP_EXEC_HELPER is empty")
+        try:
+            proc = helper.Helper.spawn(command, imp.env.entries)  # before the argc check
+        except OSError as exc:
+            log.warn(f"popen: {exc.strerror}")
+            die(f"exec: failed to invoke helper: {command}")
+    if len(imp.argv) < 4:
+        die("exec: missing arguments to exec subcommand")
+    shell, argv = imp.argv[2], imp.argv[2:]
+    trail.note_command(argv)
+    data = proc.read_all() if proc is not None else _read_stdin()
+    try:
+        given = jsonin.parse(data)
+    except jsonin.JsonInputError as exc:
+        die(f"exec: invalid json input: {exc.text}")
+    trail.note_token(given.J)
+    _verify(ctx, given.J, trail)
+    try:
+        device = options.from_options(given.options)
+    except OptionsError as exc:
+        die(f"exec: failed to parse device containment policy: {exc.strerror}")
+    log.debug(f"device: {device.policy}" if device.contained else "device: allow all")
+    if proc is not None:
+        status = proc.wait()
+        if status != 0:
+            die(f"exec: helper {command} failed with status=0x{status:04x}")
+    return Request(shell, argv, given.J, device)
+
+
+def _read_stdin() -> bytes:
+    chunks = []
+    with contextlib.suppress(OSError):  # a closed stdin reads as empty, like fgetc
+        while chunk := os.read(0, 1 << 16):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _put_request(request: Request, kv: KV) -> None:
+    kv.put_str("J", request.J)
+    kv.put_str("shell_path", request.shell)
+    for i, arg in enumerate(request.argv):
+        kv.put_str(f"args{i}", arg)
+    options.encode(request.device, kv)
+
+
+# ------------------------------------------------------------- privileged half
+
+
+def parent(imp: Imp, kv: KV) -> None:
+    trail = _Audit("privileged")
+    with trail.refusals():
+        ctx = _security_context(imp)  # loaded here, as root, never the child's
+        _check_caller(imp, trail)
+        request = _decode_request(kv)
+        trail.note_command(request.argv)
+        trail.note_token(request.J)
+        target = _verify(ctx, request.J, trail)
+        if target.pw_uid == 0:
+            die("exec: switching to user root not supported")
+        if not _shell_allowed(imp, request.shell):
+            die("exec: shell not in allowed-shells list")
+        assert imp.ps is not None
+        if not imp.ps.wait():
+            trail.decide("refused: unprivileged half failed")
+            sys.exit(1)  # the child said why
+        if cf.as_bool(_exec_conf(imp, "pam-support")):
+            die("exec: pam-support=true, but IMP was built without --enable-pam")
+        if request.device.contained:
+            # Never start a job without the containment its owner asked for.
+            die("exec: device containment is not supported by this IMP yet")
+        environ = _job_environment(imp)
+        from .proxy import spawn_and_proxy  # the parent's alone
+
+        trail.decide("allowed")
+
+    def exec_child() -> NoReturn:
+        creds.become_user(target)
+        os.umask(imp.umask)
+        _exec_shell(request.shell, request.argv, environ)
+
+    spawn_and_proxy(imp, exec_child)
+
+
+def _decode_request(kv: KV) -> Request:
+    """The child's message, strictly: anything missing, extra or odd fails."""
+    token = kv.get_str("J")
+    if token is None:
+        die("exec: Error decoding J")
+    shell = kv.get_str("shell_path")
+    if shell is None:
+        die("exec: Failed to get job shell path")
+    argv = _decode_argv(kv)
+    if argv is None or len(argv) < 2 or argv[0] != shell:
+        die("exec: Failed to get job shell arguments")
+    try:
+        device = options.decode(kv)
+    except OptionsError as exc:
+        die(f"exec: failed to decode device containment policy: {exc.strerror}")
+    names = kv.keys()
+    if len(set(names)) != len(names) or any(
+        name not in _MESSAGE_KEYS and not _ARG_KEY.fullmatch(name)
+        and not name.startswith("device.") for name in names
+    ):
+        die("exec: unexpected data from privsep child")
+    return Request(shell, argv, token, device)
+
+
+def _decode_argv(kv: KV) -> list[str] | None:
+    """``args0..argsN`` in order, all strings; None if not exactly that."""
+    argv = []
+    for i, (key, typ, raw) in enumerate(kv.split("args").items()):
+        if key != str(i) or typ != "s":
+            return None
+        argv.append(raw.decode("utf-8", "surrogateescape"))
+    return argv
+
+
+def _job_environment(imp: Imp) -> list[bytes]:
+    """The caller's environment minus what steers the dynamic loader."""
+    if cf.as_bool(_exec_conf(imp, "keep-loader-env")):
+        return list(imp.env.entries)
+    return [entry for entry in imp.env.entries if not _is_loader_variable(entry)]
+
+
+def _is_loader_variable(entry: bytes) -> bool:
+    name = entry.partition(b"=")[0]
+    return name.startswith(b"LD_") or name in _LOADER_VARIABLES

@@ -1,0 +1,106 @@
+"""Starting programs as upstream's IMP does: the exec helper and execvp.
+
+``FLUX_IMP_EXEC_HELPER`` (upstream src/imp/exec/safe_popen.c) runs in the
+unprivileged privsep child: the value is split on spaces and tabs (no
+quoting), run with execvp in a new session with stdout piped to us and
+stdin/stderr inherited, in the caller's environment.  Its own exec failure
+is reported as ``imp: popen: <argv0>: <strerror>`` with exit 127 (ENOENT)
+or 126.
+
+:func:`execvp` is glibc's execvp(3) with the caller's environment as
+``environ``: the PATH search uses the caller's PATH and a file without
+``#!`` runs through /bin/sh, exactly as when upstream's IMP (whose
+environ *is* the caller's) calls execvp.  ``os.execvpe`` differs on both.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import Sequence
+from typing import NoReturn
+
+
+def split_command(command: str) -> list[str]:
+    """Words of ``command`` separated by runs of spaces and tabs (argsplit)."""
+    return [word for word in command.replace("\t", " ").split(" ") if word]
+
+
+def default_signals() -> None:
+    """Undo the interpreter's own dispositions before exec (it ignores
+    SIGPIPE and SIGXFSZ; a C program would pass on the defaults)."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def execvp(file: str, argv: Sequence[str], environ: Sequence[bytes]) -> OSError:
+    """Replace this process with ``file`` run as ``argv`` in ``environ``
+    (``NAME=VALUE`` entries, passed verbatim); returns only the error."""
+    import ctypes  # only on the way out of this process
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.execvp.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
+    c_argv = (ctypes.c_char_p * (len(argv) + 1))(*(os.fsencode(a) for a in argv), None)
+    c_env = (ctypes.c_char_p * (len(environ) + 1))(*environ, None)
+    current = ctypes.c_void_p.in_dll(libc, "environ")
+    saved = current.value
+    current.value = ctypes.addressof(c_env)
+    ctypes.set_errno(0)
+    libc.execvp(os.fsencode(file), c_argv)
+    code = ctypes.get_errno()
+    current.value = saved
+    return OSError(code, os.strerror(code))
+
+
+class Helper:
+    """A running helper: read its stdout with read_all(), then wait()."""
+
+    def __init__(self, pid: int, stdout: int) -> None:
+        self.pid = pid
+        self.stdout = stdout
+
+    @classmethod
+    def spawn(cls, command: str, environ: Sequence[bytes]) -> Helper:
+        argv = split_command(command)
+        rfd, wfd = os.pipe()  # both close-on-exec: only the dup on fd 1 is passed
+        pid = os.fork()
+        if pid == 0:
+            _helper_child(command, argv, wfd, environ)
+        os.close(wfd)
+        return cls(pid, rfd)
+
+    def read_all(self) -> bytes:
+        """Everything the helper writes, up to EOF (no size limit, as upstream)."""
+        chunks = []
+        try:
+            while chunk := os.read(self.stdout, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(self.stdout)
+        return b"".join(chunks)
+
+    def wait(self) -> int:
+        """Reap the helper; its wait status (0xffff if it cannot be reaped)."""
+        try:
+            return os.waitpid(self.pid, 0)[1]
+        except ChildProcessError:
+            return 0xFFFF
+
+
+def _helper_child(command: str, argv: list[str], wfd: int, environ: Sequence[bytes]) -> NoReturn:
+    # A forked copy of the IMP: whatever happens, never return into its code.
+    code = 126
+    try:
+        if not argv:
+            message = f"failed to tokenize '{command}'"
+        else:
+            os.dup2(wfd, 1)
+            os.setsid()
+            default_signals()
+            err = execvp(argv[0], argv, environ)
+            message = f"{argv[0]}: {err.strerror}"
+            code = 127 if err.errno == errno.ENOENT else 126
+        os.write(2, f"imp: popen: {message}\n".encode("utf-8", "surrogateescape"))
+    finally:
+        os._exit(code)

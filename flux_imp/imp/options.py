@@ -1,0 +1,119 @@
+"""RFC 15 resource-owner options of ``exec``: the device containment policy.
+
+``options`` is unsigned input beside J (flux-core's exec helper copies the
+job unit's systemd ``DevicePolicy`` and ``DeviceAllow``).  It is parsed as
+upstream's src/imp/exec/device.c parses it, with its one error (EINVAL):
+
+* ``options`` must be an object; unknown keys are ignored;
+* ``DevicePolicy``: a string, ``auto`` (default), ``closed`` or ``strict``;
+* ``DeviceAllow``: an array whose elements are arrays starting with two
+  strings (specifier, access); extra elements are ignored.
+
+``auto`` with no or an empty DeviceAllow means "no containment"; anything
+else asks for containment.  The privsep child carries the policy and the
+raw pairs to the parent, which decodes them strictly (at most 512 entries,
+ERANGE, as upstream).  Resolving specifiers to device numbers belongs with
+applying the policy, which this IMP does not do yet.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Tuple
+
+from ..sign.kv import KV
+from .jsonin import ABSENT, Absent, Json
+
+POLICIES = ("auto", "closed", "strict")
+MAX_ENTRIES = 512  # upstream DEVICE_ALLOW_MAX_ENTRIES
+
+# kv keys in the privsep message (entry i: device.<i>.spec, device.<i>.access).
+_PREFIX = "device."
+_COUNT = "device.count"
+_POLICY = "device.policy"
+
+
+class OptionsError(Exception):
+    """Bad options or a bad kv encoding of them; ``strerror`` is the message."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(os.strerror(code))
+        self.strerror = os.strerror(code)
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    policy: str  # one of POLICIES
+    allow: Tuple[Tuple[str, str], ...]  # (specifier, access), as requested
+
+    @property
+    def contained(self) -> bool:
+        """True when the resource owner asked for any device restriction."""
+        return not (self.policy == "auto" and not self.allow)
+
+
+NO_CONTAINMENT = DevicePolicy("auto", ())
+
+
+def from_options(options: Json | Absent) -> DevicePolicy:
+    """The device policy that ``options`` asks for; OptionsError(EINVAL)."""
+    if options is ABSENT:
+        return NO_CONTAINMENT
+    if not isinstance(options, dict):
+        raise OptionsError(errno.EINVAL)
+    policy = options.get("DevicePolicy", "auto")
+    if not isinstance(policy, str) or policy not in POLICIES:
+        raise OptionsError(errno.EINVAL)
+    allow = options.get("DeviceAllow", [])
+    if not isinstance(allow, list):
+        raise OptionsError(errno.EINVAL)
+    if policy == "auto" and not allow:
+        return NO_CONTAINMENT
+    pairs = []
+    for entry in allow:
+        if not (isinstance(entry, list) and len(entry) >= 2
+                and isinstance(entry[0], str) and isinstance(entry[1], str)):
+            raise OptionsError(errno.EINVAL)
+        pairs.append((entry[0], entry[1]))
+    return DevicePolicy(policy, tuple(pairs))
+
+
+def encode(device: DevicePolicy, kv: KV) -> None:
+    """Add ``device`` to the privsep message (nothing if not contained)."""
+    if not device.contained:
+        return
+    kv.put_str(_POLICY, device.policy)
+    kv.put_int(_COUNT, len(device.allow))
+    for i, (spec, access) in enumerate(device.allow):
+        kv.put_str(f"device.{i}.spec", spec)
+        kv.put_str(f"device.{i}.access", access)
+
+
+def decode(kv: KV) -> DevicePolicy:
+    """The policy in a privsep message; anything malformed is an OptionsError."""
+    names = kv.keys()  # a KV is not a dict: keys() is its only listing
+    keys = {name for name in names if name.startswith(_PREFIX)}
+    if not keys:
+        return NO_CONTAINMENT  # absent means no containment, as upstream
+    count = kv.get_int(_COUNT)
+    if count is None:
+        raise OptionsError(errno.EINVAL)
+    if not 0 <= count <= MAX_ENTRIES:
+        raise OptionsError(errno.ERANGE)
+    policy = kv.get_str(_POLICY)
+    if policy not in POLICIES:
+        raise OptionsError(errno.EINVAL)
+    expected = {_COUNT, _POLICY}
+    pairs = []
+    for i in range(count):
+        spec, access = kv.get_str(f"device.{i}.spec"), kv.get_str(f"device.{i}.access")
+        if spec is None or access is None:
+            raise OptionsError(errno.EINVAL)
+        expected |= {f"device.{i}.spec", f"device.{i}.access"}
+        pairs.append((spec, access))
+    if keys != expected:
+        raise OptionsError(errno.EINVAL)  # stray entries
+    assert policy is not None
+    return DevicePolicy(policy, tuple(pairs))

@@ -1,0 +1,254 @@
+"""The lingering privileged parent of a job process (upstream exec.c and
+run.c after fork, signals.c, pidinfo.c).
+
+The parent forks the child, forwards signals to it, turns SIGUSR1 into
+SIGKILL for the whole job (RFC 15), waits for the child and, in cgroup-kill
+mode, for its cgroup to empty, then exits the way the child did.
+
+Signals are handled synchronously: the parent keeps every signal blocked
+and takes the ones it handles (and SIGCHLD) with sigwaitinfo.  A Python
+handler only runs between bytecodes, so a signal arriving just before a
+blocking call would wait for that call to return; a pending signal cannot
+be missed by sigwaitinfo.  As upstream, unhandled signals stay blocked;
+unlike upstream, the child's fatal signal is unblocked before it is
+re-raised, so a child killed by e.g. SIGSEGV no longer leaves the IMP
+paused until some forwarded signal arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from .log import ImpError, die, log
+from .sdnotify import notify, sd_notify
+
+# Annotations only: typing and collections cost import time and memory
+# (the parent lingers for the whole job); mypy reads this as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+    from .cgroup import CgroupInfo
+    from .state import Imp
+
+_FORWARDED = frozenset({
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCONT,
+    signal.SIGALRM, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU,
+})  # fmt: skip
+_HANDLED = _FORWARDED | {signal.SIGUSR1}
+_WAITED = _HANDLED | {signal.SIGCHLD}
+_CGROUP_POLL = 1.0  # seconds; cgroup.procs cannot be watched
+_SETTLE = 0.002  # after a signal, let killed processes leave cgroup.procs
+
+
+def spawn_and_proxy(
+    imp: Imp, exec_child: Callable[[], NoReturn], *, signal_group: bool = False
+) -> NoReturn:
+    """Fork ``exec_child`` (in its own process group if ``signal_group``)
+    and stay as its proxy until it and its cgroup are gone; never returns."""
+    # An ignored SIGCHLD (possible without the launcher) would reap the child.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+    _flush()  # nothing buffered may be written twice
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        die(f"{imp.argv[1]}: fork: {exc.strerror}")
+    if pid == 0:
+        _child(exec_child, imp.umask, signal_group)
+    del exec_child  # its closure (J, passwd entry, ...) is the child's business
+    if signal_group:
+        # Also here, so a signal forwarded before the child's setpgrp() finds the group.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+    proxy = _Proxy(imp.cgroup, pid, signal_group)
+    socket = imp.env.get("NOTIFY_SOCKET")
+    _notify_or_warn(socket, "READY=1")
+    sd_notify(socket, "STATUS=IMP is monitoring child and forwarding signals")
+    status = proxy.wait_child()
+    _notify_or_warn(socket, "STOPPING=1")
+    sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
+    proxy.wait_cgroup()
+    sd_notify(socket, "STATUS=cgroup is now empty, exiting")
+    _exit_like(status)
+
+
+def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool) -> NoReturn:
+    """The forked child: a clean signal state, the caller's umask, then exec."""
+    code = 1
+    try:
+        # Dispositions first, so nothing the parent set runs once unblocked.
+        for sig in range(1, signal.SIGRTMIN):
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
+                signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.umask(umask)  # the launcher set 022; the job gets what the caller had
+        if signal_group:
+            try:
+                os.setpgrp()
+            except OSError as exc:
+                die(f"setpgrp: {exc.strerror}")
+        exec_child()
+    except ImpError as exc:
+        log.fatal(exc.message)
+        code = exc.code
+    except BaseException as exc:  # never unwind into the parent's code
+        log.fatal(f"internal error: {exc!r}")
+    _flush()
+    os._exit(code)
+
+
+class _Proxy:
+    """The parent's state: whom to signal and what to wait for."""
+
+    def __init__(self, cgroup: CgroupInfo, pid: int, signal_group: bool) -> None:
+        self.cgroup = cgroup
+        self.pid = pid
+        # kill(-pgid) signals the group; None once there is nobody to forward to.
+        self.target: int | None = -pid if signal_group else pid
+
+    def handle(self, sig: int) -> None:
+        if sig == signal.SIGUSR1:
+            _kill_job(self.cgroup)
+        elif sig in _FORWARDED and self.target is not None:
+            with contextlib.suppress(OSError):  # already gone: nothing to forward to
+                os.kill(self.target, sig)
+
+    def wait_child(self) -> int:
+        """Handle signals until the child exits; its wait status."""
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError as exc:
+                die(f"waitpid: {exc.strerror}")
+            if pid == self.pid:
+                break
+            self.handle(signal.sigwaitinfo(_WAITED).si_signo)
+        if self.target == self.pid:
+            # The pid is free for reuse: never signal it again.  A process
+            # group outlives its leader, so run's forwarding goes on.
+            self.target = None
+        return status
+
+    def wait_cgroup(self) -> None:
+        """In cgroup-kill mode, handle signals until only the IMP is left."""
+        if not self.cgroup.kill_mode:
+            return
+        while _busy(self.cgroup):
+            info = signal.sigtimedwait(_HANDLED, _CGROUP_POLL)
+            if info is not None:
+                self.handle(info.si_signo)
+                time.sleep(_SETTLE)
+
+
+def _busy(cgroup: CgroupInfo) -> bool:
+    try:
+        return cgroup.kill(0) > 0
+    except OSError:  # as upstream: an unreadable cgroup.procs ends the wait
+        return False
+
+
+def _kill_job(cgroup: CgroupInfo) -> None:
+    """SIGUSR1: SIGKILL the cgroup but us, else (or if that fails) our children."""
+    count = -1
+    if cgroup.kill_mode:
+        with contextlib.suppress(OSError):
+            count = cgroup.kill(signal.SIGKILL)
+    if count >= 0:
+        return
+    try:
+        _kill_pids(_children(), signal.SIGKILL)
+    except OSError as exc:
+        log.warn(f"Failed to forward SIGKILL: {exc.strerror}")
+
+
+def _children() -> list[int]:
+    """The IMP's direct children (upstream pid_kill_children)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", encoding="ascii") as f:
+            found = [int(p) for p in f.read().split()]
+    except FileNotFoundError:  # kernel without CONFIG_PROC_CHILDREN
+        return scan_children(me)
+    sane = [p for p in found if 1 < p <= 0x7FFFFFFF and p != me]
+    for pid in set(found) - set(sane):
+        log.warn(f"Ignoring suspect pid {pid} from /proc/{me}/task/{me}/children")
+    return sane
+
+
+def scan_children(parent: int) -> list[int]:
+    """Children of ``parent`` found by reading every /proc/PID/status."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as f:
+                ppid = next((line.split()[1] for line in f if line.startswith("PPid:")), "")
+        except FileNotFoundError:  # exited since listdir
+            continue
+        except OSError as exc:
+            log.warn(f"Failed to get ppid of {name}: {exc.strerror}")
+            continue
+        if ppid == str(parent):
+            found.append(int(name))
+    return found
+
+
+def _kill_pids(pids: list[int], sig: int) -> int:
+    """Signal each pid; how many were signalled; OSError if all failed."""
+    count, error = 0, None
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            count += 1
+        except OSError as exc:
+            error = exc
+            log.warn(f"Failed to send signal {sig} to pid {pid}")
+    if error is not None and count == 0:
+        raise error
+    return count
+
+
+def _describe(status: int) -> str:
+    if os.WIFEXITED(status):
+        return f"IMP child exited ({os.WEXITSTATUS(status)})"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"IMP child {signal.strsignal(sig) or f'Unknown signal {sig}'}"
+    return f"IMP child wait returned status={status}"
+
+
+def _notify_or_warn(socket: str | None, message: str) -> None:
+    try:
+        notify(socket, message)
+    except OSError as exc:
+        log.warn(f"sd_notify {message} failed: {exc.strerror}")
+
+
+def _exit_like(status: int) -> NoReturn:
+    """Exit with the child's code, or die of the signal that killed it."""
+    _flush()
+    if os.WIFEXITED(status):
+        os._exit(os.WEXITSTATUS(status))
+    if not os.WIFSIGNALED(status):
+        os._exit(1)
+    sig = os.WTERMSIG(status)
+    with contextlib.suppress(OSError, ValueError):  # SIGKILL keeps its default anyway
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    with contextlib.suppress(OSError):
+        signal.raise_signal(sig)
+    log.fatal(f"failed to raise signal {sig}")
+    os._exit(128 + sig)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()

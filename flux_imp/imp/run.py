@@ -1,0 +1,180 @@
+"""``flux-imp run NAME``: run a configured command as root (upstream run.c).
+
+flux-core runs its prolog, epilog and housekeeping this way.  The command
+is ``run.NAME.path``, run with no arguments, in ``/``, in a process group
+of its own, as root, with an environment the IMP builds: the caller's
+variables that ``run.NAME.allowed-environment`` lets through, then
+FLUX_OWNER_USERID, HOME, USER and PATH.
+
+The child names the command and collects the caller's variables.  The
+parent looks the command up again, checks its path as root and the caller
+against ``allowed-users``, filters the variables again and runs it, staying
+behind to forward signals to the process group.  Not setuid, the one
+process does all of it and the command runs as the caller.
+
+Each half audits its refusals; the half that starts the command audits
+that, with the names of the variables it passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pwd
+from collections.abc import Iterator
+from typing import NoReturn
+
+from .. import config as cf
+from ..pathcheck import PathError, path_is_secure
+from ..sign.kv import KV
+from . import audit, creds
+from .log import ImpError, die
+from .proxy import spawn_and_proxy
+from .state import Imp
+
+_ENV_PREFIX = "IMP_RUN_ENV_"  # privsep keys of the forwarded variables
+# flux-core gives these to every prolog and epilog: they pass any pattern list.
+_ALWAYS_FORWARDED = ("FLUX_JOB_ID", "FLUX_JOB_USERID")
+_NAME_MAX = 128  # longer variable names are skipped, as upstream
+_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+Fields = dict[str, audit.Value]  # this invocation's audit record, filled in as we go
+
+
+@contextlib.contextmanager
+def _refusals(fields: Fields) -> Iterator[None]:
+    """Record a failure inside the block as a refused run, then re-raise."""
+    try:
+        yield
+    except Exception as exc:
+        why = exc.message if isinstance(exc, ImpError) else f"internal error: {exc!r}"
+        audit.record("run", f"refused: {why}", **fields)
+        raise
+
+
+def _lookup(imp: Imp, name: str) -> tuple[object, str]:
+    """The ``[run.NAME]`` table and its path, absolute and secure."""
+    table = cf.get_in(imp.conf.section("run"), name)
+    if table is None:
+        die(f"run: {name}: no configuration found")
+    path = cf.as_str(cf.get_in(table, "path"))
+    if not path.startswith("/"):
+        die(f"run: {name}: path is missing or invalid")
+    try:
+        # As the effective user: the caller in the child, root in the parent.
+        path_is_secure(path)
+    except PathError as exc:
+        die(f"run: {path}: {exc.text}")
+    return table, path
+
+
+def _check_user(imp: Imp, table: object, fields: Fields) -> None:
+    user = imp.real_user_name()
+    if user is None:
+        die("Unable to lookup user")
+    fields["caller"] = user
+    if not cf.array_contains(cf.get_in(table, "allowed-users"), user):
+        die("run: permission denied")
+
+
+def _forwardable(patterns: object, name: str) -> bool:
+    # A name with "=" cannot come from an environment: only a forged message has one.
+    if "=" in name or len(name.encode("utf-8", "surrogateescape")) > _NAME_MAX:
+        return False
+    return name in _ALWAYS_FORWARDED or cf.array_contains_match(patterns, name)
+
+
+def _put_caller_env(imp: Imp, table: object, kv: KV) -> None:
+    """Offer the parent the caller's variables that the patterns allow."""
+    # Upstream forwards nothing, not even FLUX_JOB_ID, without the key.
+    if not isinstance(table, dict) or "allowed-environment" not in table:
+        return
+    patterns = table["allowed-environment"]
+    for name, value in imp.env.items():
+        if _forwardable(patterns, name):
+            kv.put_str(_ENV_PREFIX + name, value)
+
+
+def _command_env(table: object, kv: KV) -> dict[bytes, bytes]:
+    """Forwarded variables (re-filtered), then FLUX_OWNER_USERID, HOME, USER, PATH.
+
+    A put replaces an earlier entry of that name, so a forwarded HOME,
+    USER, PATH or FLUX_OWNER_USERID never survives.
+    """
+    patterns = cf.get_in(table, "allowed-environment")
+    env = KV()
+    for name, kind, value in kv.split(_ENV_PREFIX).items():
+        if _forwardable(patterns, name):
+            env.put_raw(name, kind, value)
+    env.put_int("FLUX_OWNER_USERID", os.getuid())
+    try:
+        target = pwd.getpwuid(os.geteuid())
+    except KeyError:
+        die("run: failed to find target user")
+    env.put_str("HOME", target.pw_dir)
+    env.put_str("USER", target.pw_name)
+    env.put_str("PATH", _PATH)
+    return {name.encode("utf-8", "surrogateescape"): value for name, _, value in env.items()}
+
+
+def _run(imp: Imp, path: str, env: dict[bytes, bytes]) -> NoReturn:
+    try:
+        os.chdir("/")
+    except OSError:
+        die("run: failed to chdir to /")
+    as_root = imp.setuid
+
+    def exec_command() -> NoReturn:
+        if as_root:
+            creds.become_root_for_run()
+        try:
+            os.execve(path, [path], env)  # noqa: S606 - argv is [path], no shell wanted
+        except OSError as exc:
+            code = 126 if exc.errno in (errno.EACCES, errno.EPERM) else 127
+            die(f"{path}: {exc.strerror}", code)
+
+    spawn_and_proxy(imp, exec_command, signal_group=True)
+
+
+def _authorize(imp: Imp, table: object, kv: KV, fields: Fields) -> dict[bytes, bytes]:
+    """Check the caller; the command's environment.  Audited as allowed."""
+    _check_user(imp, table, fields)
+    env = _command_env(table, kv)
+    fields["env"] = [name.decode("utf-8", "surrogateescape") for name in env]
+    audit.record("run", "allowed", **fields)
+    return env
+
+
+def child(imp: Imp, kv: KV) -> None:
+    fields: Fields = {"half": "unprivileged", "caller_uid": os.getuid()}
+    with _refusals(fields):
+        name = imp.argv[2] if len(imp.argv) > 2 else ""
+        if not name:
+            die("run: nothing to run")
+        fields["command"] = name
+        table, path = _lookup(imp, name)
+        fields["path"] = path
+        kv.put_str("command", name)
+        _put_caller_env(imp, table, kv)
+        if imp.ps is not None:
+            if not imp.ps.send(kv):
+                die("run: failed to communicate with privsep parent")
+            return  # the parent decides and audits
+        env = _authorize(imp, table, kv, fields)  # not setuid: the parent's checks here
+    _run(imp, path, env)
+
+
+def parent(imp: Imp, kv: KV) -> None:
+    fields: Fields = {"half": "privileged", "caller_uid": os.getuid()}
+    with _refusals(fields):
+        if imp.ps is None or not imp.ps.wait():
+            die("run: unprivileged process exited abnormally")
+        name = kv.get_str("command")
+        if not name:
+            die("run: command required")
+        fields["command"] = name
+        table, path = _lookup(imp, name)
+        fields["path"] = path
+        env = _authorize(imp, table, kv, fields)
+    _run(imp, path, env)

@@ -1,0 +1,51 @@
+"""The systemd notify protocol, as upstream's src/libutil/sd_notify.c.
+
+One datagram per message to ``NOTIFY_SOCKET``: a path (``/...``) or an
+abstract name (``@...``).  The caller passes the variable's value, so the
+IMP reads it from the caller's environment, never from its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+# sizeof(sockaddr_un.sun_path); upstream keeps room for a NUL byte.
+_SUN_PATH = 108
+
+
+def notify(env_value: str | None, message: str) -> None:
+    """Send ``message``; nothing to do if ``env_value`` is None.
+
+    Raises OSError with upstream's errno: EINVAL (empty message),
+    EAFNOSUPPORT (neither ``/`` nor ``@``), E2BIG (name too long), or
+    whatever socket/connect/send report.
+    """
+    if not message:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    if env_value is None:
+        return
+    if not env_value.startswith(("/", "@")):
+        raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+    address = env_value.encode("utf-8", "surrogateescape")
+    if len(address) >= _SUN_PATH:
+        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
+    if address.startswith(b"@"):
+        # Abstract: a leading NUL, and the length covers the name only.
+        address = b"\0" + address[1:]
+    data = message.encode("utf-8", "surrogateescape")
+    import socket  # only under systemd: keep it off the common exec path
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        if sock.send(data) != len(data):
+            raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
+
+
+def sd_notify(env_value: str | None, message: str) -> bool:
+    """Like :func:`notify`, but False on failure instead of raising."""
+    try:
+        notify(env_value, message)
+    except OSError:
+        return False
+    return True

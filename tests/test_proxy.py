@@ -1,0 +1,424 @@
+"""The lingering IMP after ``exec`` forks the job shell (upstream
+t2000-imp-exec.t signal cases, §4.4 "parent after fork", §4.6, §4.7),
+end to end through the setuid test build, as real users.
+
+The owner runs ``flux-imp exec /bin/sh -c SCRIPT`` with a J the guest
+signed with munge.  Scripts that linger print ``<pid> ...`` on stdout when
+ready, so tests never sleep to guess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import pwd
+import resource
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flux_imp.imp import proxy, sdnotify
+from flux_imp.sign import DISABLE_PATH_PARANOIA, Context, wrap
+
+from . import impenv, users
+from .impenv import ImpInstall
+
+SHELL = "/bin/sh"
+TIMEOUT = 10.0
+CONFIG = """\
+[sign]
+max-ttl = 30
+default-type = "munge"
+allowed-types = ["munge"]
+[sign.munge]
+socket-path = "{socket}"
+[exec]
+allowed-users = ["{owner}"]
+allowed-shells = {shells}
+"""
+# Prints "<shell pid> <its parent>" then becomes a sleep the IMP must end.
+SLEEPER = "echo $$ $PPID; exec sleep 1000"
+# A grandchild in its own session (out of reach of the shell's group), then wait.
+ESCAPER = "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $$ $!; wait"
+
+
+# -- helpers shared with bench/bench_imp.py --------------------------------
+
+
+@dataclass(frozen=True)
+class ExecSetup:
+    imp: Path  # the setuid launcher to run
+    pattern: str  # config glob: IMP and signing configuration
+    owner: pwd.struct_passwd
+    guest: pwd.struct_passwd
+
+
+def write_exec_config(
+    directory: Path, munge_socket: str, owner: pwd.struct_passwd, shells: tuple[str, ...] = (SHELL,)
+) -> str:
+    """The config glob of an IMP that lets ``owner`` exec ``shells`` for munge-signed J."""
+    text = CONFIG.format(socket=munge_socket, owner=owner.pw_name, shells=json.dumps(shells))
+    return impenv.write_config(directory, text)
+
+
+def sign_as(user: pwd.struct_passwd, pattern: str, payload: bytes = b"{}") -> str:
+    """J signed by ``user`` (in a forked child that becomes ``user``)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            users.become(user)()
+            ctx = Context(DISABLE_PATH_PARANOIA)
+            ctx.configure(pattern)
+            os.write(wfd, wrap(ctx, payload).encode())  # far below a pipe's capacity
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as pipe:
+        token = pipe.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    return token
+
+
+def start_exec(
+    setup: ExecSetup,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+    stdout: int | None = subprocess.PIPE,
+    shell: str = SHELL,
+    token: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """``flux-imp exec SHELL ARGS...`` as the owner, J (default: fresh) on stdin."""
+    data = json.dumps({"J": token or sign_as(setup.guest, setup.pattern)}).encode()
+    rfd, wfd = os.pipe()
+    os.write(wfd, data)
+    os.close(wfd)
+    try:
+        return subprocess.Popen(
+            [str(setup.imp), "exec", shell, *args], stdin=rfd, stdout=stdout,
+            stderr=subprocess.PIPE, cwd="/", preexec_fn=preexec or users.become(setup.owner),
+            env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": setup.pattern,
+                 **(env or {})},
+        )  # fmt: skip
+    finally:
+        os.close(rfd)
+
+
+# -- fixtures and local helpers --------------------------------------------
+
+
+@pytest.fixture
+def exec_setup(
+    imp: ImpInstall, munged: str, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
+    world_tmp: Path,
+) -> ExecSetup:  # fmt: skip
+    return ExecSetup(imp.test_build, write_exec_config(world_tmp / "conf.d", munged, owner),
+                     owner, guest)
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """Make sure a failed test leaves no IMP or job shell behind."""
+    with proc:  # closes the pipes and reaps
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGUSR1)  # SIGKILLs the IMP's children
+                try:
+                    proc.wait(TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def ready_line(proc: subprocess.Popen[bytes]) -> list[int]:
+    """The numbers the script prints once it is running."""
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+    assert readable, "the job shell never started"
+    line = proc.stdout.readline()
+    assert line, proc.communicate()[1]
+    return [int(word) for word in line.split()]
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The IMP's exit status (negative: killed by that signal) and stderr."""
+    _, err = proc.communicate(timeout=TIMEOUT)
+    return proc.returncode, err.decode()
+
+
+def alive(pid: int) -> bool:
+    """True unless ``pid`` is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def status_ids(pid: int, key: str) -> list[int]:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith(f"{key}:"))
+    return [int(word) for word in line.split()[1:]]
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the IMP looks for cgroup2: /sys/fs/cgroup, else .../unified."""
+    with open("/proc/self/mounts") as f:
+        mounts = {fields[1] for fields in map(str.split, f) if fields[2] == "cgroup2"}
+    for path in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if path in mounts:
+            return Path(path)
+    return None
+
+
+@pytest.fixture
+def job_cgroup() -> Iterator[Path]:
+    """A fresh ``imp-shell-test-*`` cgroup (cgroup-kill mode); emptied and removed after."""
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 mount")
+    path = mount / f"imp-shell-test-{secrets.token_hex(4)}"
+    try:
+        path.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot create a cgroup: {exc}")
+    try:
+        yield path
+    finally:
+        # Only ever kill inside our own child cgroup, never in the mount's root.
+        deadline = time.monotonic() + TIMEOUT
+        while (pids := (path / "cgroup.procs").read_text().split()) and (
+            time.monotonic() < deadline
+        ):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.01)
+        path.rmdir()
+
+
+def in_cgroup(cgroup: Path, user: pwd.struct_passwd) -> Callable[[], None]:
+    """A preexec_fn: move into ``cgroup``, then become ``user``."""
+    become = users.become(user)
+
+    def preexec() -> None:
+        (cgroup / "cgroup.procs").write_text("0")  # "0": the writing process
+        become()
+
+    return preexec
+
+
+def no_core(user: pwd.struct_passwd) -> Callable[[], None]:
+    """A preexec_fn: no core files from a crashing shell, then become ``user``."""
+    become = users.become(user)
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        become()
+
+    return preexec
+
+
+@pytest.fixture
+def notify_socket(world_tmp: Path) -> Iterator[tuple[str, socket.socket]]:
+    """A bound datagram socket and its NOTIFY_SOCKET value (a path)."""
+    path = world_tmp / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        yield str(path), sock
+
+
+def datagrams(sock: socket.socket) -> list[str]:
+    sock.setblocking(False)
+    found = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            found.append(sock.recv(4096).decode())
+    return found
+
+
+# -- exit status propagation -----------------------------------------------
+
+
+def test_exit_code_of_the_shell_is_the_imps(exec_setup: ExecSetup) -> None:
+    with running(start_exec(exec_setup, ["-c", "exit 3"])) as proc:
+        assert finish(proc) == (3, "")
+
+
+def test_shell_is_a_child_of_the_lingering_privileged_imp(exec_setup: ExecSetup) -> None:
+    # flux-shell probes kill(getppid(), 0) to learn that it runs under the IMP.
+    with running(start_exec(exec_setup, ["-c", SLEEPER])) as proc:
+        shell, parent = ready_line(proc)
+        assert parent == proc.pid
+        assert Path(f"/proc/{parent}/comm").read_text() == "flux-imp\n"
+        assert status_ids(parent, "Uid")[:2] == [exec_setup.owner.pw_uid, 0]
+        assert status_ids(shell, "Uid") == [exec_setup.guest.pw_uid] * 4
+        os.kill(proc.pid, signal.SIGTERM)
+        assert finish(proc)[0] == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM])
+def test_forwarded_signal_kills_the_shell_and_the_imp_dies_of_it(
+    exec_setup: ExecSetup, sig: signal.Signals
+) -> None:
+    with running(start_exec(exec_setup, ["-c", SLEEPER])) as proc:
+        shell, _ = ready_line(proc)
+        os.kill(proc.pid, sig)
+        assert finish(proc) == (-sig, "")  # a shell waiting on the IMP sees 128+sig
+        assert not alive(shell)
+
+
+def test_sigusr1_sigkills_the_shell(exec_setup: ExecSetup) -> None:
+    with running(start_exec(exec_setup, ["-c", SLEEPER])) as proc:
+        shell, _ = ready_line(proc)
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert finish(proc) == (-signal.SIGKILL, "")
+        assert not alive(shell)
+
+
+def test_shell_killed_by_an_unforwarded_signal_does_not_hang_the_imp(
+    exec_setup: ExecSetup, notify_socket: tuple[str, socket.socket]
+) -> None:
+    # Upstream leaves SIGSEGV blocked and pauses until some forwarded signal.
+    address, sock = notify_socket
+    proc = start_exec(exec_setup, ["-c", "kill -SEGV $$"], env={"NOTIFY_SOCKET": address},
+                      preexec=no_core(exec_setup.owner))
+    with running(proc):
+        assert finish(proc) == (-signal.SIGSEGV, "")
+    assert "STATUS=IMP child Segmentation fault, waiting for cgroup" in datagrams(sock)
+
+
+# -- cgroup-kill mode ------------------------------------------------------
+
+
+def test_sigusr1_sigkills_everything_in_the_cgroup(
+    exec_setup: ExecSetup, job_cgroup: Path
+) -> None:
+    proc = start_exec(exec_setup, ["-c", ESCAPER], preexec=in_cgroup(job_cgroup, exec_setup.owner))
+    with running(proc):
+        shell, grandchild = ready_line(proc)
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert finish(proc) == (-signal.SIGKILL, "")
+    assert not alive(shell)
+    assert not alive(grandchild)
+    assert (job_cgroup / "cgroup.procs").read_text() == ""
+
+
+def test_imp_waits_for_the_cgroup_to_empty(exec_setup: ExecSetup, job_cgroup: Path) -> None:
+    proc = start_exec(exec_setup, ["-c", ESCAPER], preexec=in_cgroup(job_cgroup, exec_setup.owner))
+    with running(proc):
+        shell, grandchild = ready_line(proc)
+        os.kill(proc.pid, signal.SIGTERM)  # the shell dies, its grandchild lingers
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.3)
+        assert not alive(shell)
+        assert alive(grandchild)
+        os.kill(proc.pid, signal.SIGUSR1)  # still handled while waiting for the cgroup
+        assert finish(proc) == (-signal.SIGTERM, "")
+    assert not alive(grandchild)
+    assert (job_cgroup / "cgroup.procs").read_text() == ""
+
+
+# -- systemd notification --------------------------------------------------
+
+NOTIFICATIONS = [
+    "READY=1",
+    "STATUS=IMP is monitoring child and forwarding signals",
+    "STOPPING=1",
+    "STATUS=IMP child exited (3), waiting for cgroup",
+    "STATUS=cgroup is now empty, exiting",
+]
+
+
+def test_sd_notify_datagrams(
+    exec_setup: ExecSetup, notify_socket: tuple[str, socket.socket]
+) -> None:
+    address, sock = notify_socket
+    with running(start_exec(exec_setup, ["-c", "exit 3"], env={"NOTIFY_SOCKET": address})) as proc:
+        assert finish(proc) == (3, "")
+    assert datagrams(sock) == NOTIFICATIONS
+
+
+def test_sd_notify_abstract_socket(exec_setup: ExecSetup) -> None:
+    name = f"fluximp-test-{secrets.token_hex(4)}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(f"\0{name}")
+        proc = start_exec(exec_setup, ["-c", "exit 3"], env={"NOTIFY_SOCKET": f"@{name}"})
+        with running(proc):
+            assert finish(proc) == (3, "")
+        assert datagrams(sock) == NOTIFICATIONS
+
+
+def test_sd_notify_failure_is_a_warning(exec_setup: ExecSetup, world_tmp: Path) -> None:
+    env = {"NOTIFY_SOCKET": str(world_tmp / "missing")}
+    with running(start_exec(exec_setup, ["-c", "exit 3"], env=env)) as proc:
+        assert finish(proc) == (3, "".join(
+            f"flux-imp: Warning: sd_notify {what}=1 failed: No such file or directory\n"
+            for what in ("READY", "STOPPING")))
+
+
+# -- the library, without the launcher --------------------------------------
+
+# spawn_and_proxy() reads only cgroup, env and umask from its Imp.
+_RUN_GROUP = """\
+import os, sys, types
+from flux_imp.imp.cgroup import CgroupInfo
+from flux_imp.imp.environ import CallerEnv
+from flux_imp.imp.proxy import spawn_and_proxy
+imp = types.SimpleNamespace(cgroup=CgroupInfo("/nonexistent", True, False),
+                            env=CallerEnv([]), umask=0o022)
+spawn_and_proxy(imp, lambda: os.execv("/bin/sh", ["/bin/sh", "-c", sys.argv[1]]),
+                signal_group=True)
+"""
+
+
+def test_signal_group_forwards_to_the_whole_process_group() -> None:
+    script = "sleep 1000 & echo $$ $!; wait"
+    proc = subprocess.Popen([sys.executable, "-c", _RUN_GROUP, script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with running(proc):
+        shell, background = ready_line(proc)
+        assert os.getpgid(shell) == shell == os.getpgid(background)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert finish(proc) == (-signal.SIGTERM, "")
+    assert not alive(background)
+
+
+def test_children_found_by_scanning_proc() -> None:
+    # The fallback for kernels without /proc/PID/task/TID/children.
+    with subprocess.Popen(["sleep", "1000"]) as child:
+        try:
+            assert child.pid in proxy.scan_children(os.getpid())
+        finally:
+            child.kill()
+
+
+@pytest.mark.parametrize(("value", "code"), [
+    ("relative", errno.EAFNOSUPPORT), ("/" + "x" * 107, errno.E2BIG),
+])  # fmt: skip
+def test_sd_notify_rejects_bad_addresses_like_upstream(value: str, code: int) -> None:
+    with pytest.raises(OSError) as info:
+        sdnotify.notify(value, "READY=1")
+    assert info.value.errno == code
+    assert not sdnotify.sd_notify(value, "READY=1")
+
+
+def test_sd_notify_without_socket_is_a_no_op() -> None:
+    assert sdnotify.sd_notify(None, "READY=1")
