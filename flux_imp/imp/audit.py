@@ -15,9 +15,13 @@ fits in one datagram; nothing is dropped silently.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import syslog
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Union
+
+from .log import ImpError
 
 Value = Union[str, int, Sequence[str], None]  # None: the field is left out
 
@@ -69,3 +73,29 @@ def record(event: str, outcome: str, **fields: Value) -> None:
         syslog.syslog(priority, format_record(event, outcome, fields))
     finally:
         syslog.closelog()
+
+
+class Trail:
+    """One invocation's audit record, filled in as facts become known."""
+
+    def __init__(self, event: str, half: str) -> None:
+        self.event = event
+        self.fields: dict[str, Value] = {"half": half, "caller_uid": os.getuid()}
+
+    def note(self, **fields: Value) -> None:
+        self.fields.update(fields)
+
+    def decide(self, outcome: str, **fields: Value) -> None:
+        record(self.event, outcome, **self.fields, **fields)
+
+    @contextlib.contextmanager
+    def refusals(self) -> Iterator[None]:
+        """Record any failure inside the block as a refusal, then re-raise."""
+        try:
+            yield
+        except ImpError as exc:
+            self.decide(f"refused: {exc.message}")
+            raise
+        except Exception as exc:
+            self.decide(f"refused: internal error: {exc!r}")
+            raise

@@ -24,24 +24,10 @@ from ..sign.ca import CA, CAError
 from ..sign.cert import Cert, CertError
 from ..sign.kv import KV
 from . import audit
-from .log import ImpError, die, log
+from .log import die, log
 from .state import Imp
 
 _KV_PREFIX = "cert"  # upstream's privsep keys: "certmeta.<k>", "certcurve.public-key"
-
-Fields = dict[str, audit.Value]  # this invocation's audit record, filled in as we go
-
-
-@contextlib.contextmanager
-def _refusals(fields: Fields) -> Iterator[None]:
-    """Record a failure inside the block as a refused casign, then re-raise."""
-    try:
-        yield
-    except Exception as exc:
-        why = exc.message if isinstance(exc, ImpError) else f"internal error: {exc!r}"
-        audit.record("casign", f"refused: {why}", **fields)
-        raise
-
 
 @contextlib.contextmanager
 def _step(name: str) -> Iterator[None]:
@@ -52,7 +38,7 @@ def _step(name: str) -> Iterator[None]:
         die(f"casign: {name}: {exc.text}")
 
 
-def _sign_and_print(imp: Imp, cert: Cert, fields: Fields) -> None:
+def _sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
     table = imp.conf.section("ca")
     if table is None:
         die("casign: no [ca] configuration")
@@ -67,16 +53,16 @@ def _sign_and_print(imp: Imp, cert: Cert, fields: Fields) -> None:
         sys.stdout.buffer.flush()
     except OSError as exc:
         die(f"casign: write stdout: {exc.strerror}")
-    audit.record("casign", "allowed", **fields, uuid=cert.meta.get_str("uuid"),
+    trail.decide("allowed", uuid=cert.meta.get_str("uuid"),
                  xtime=cert.meta.get_time("xtime"))  # fmt: skip
 
 
 def child(imp: Imp, kv: KV) -> None:
-    fields: Fields = {"half": "unprivileged", "caller_uid": os.getuid()}
-    with _refusals(fields):
+    trail = audit.Trail("casign", "unprivileged")
+    with trail.refusals():
         with _step("decode cert"):
             cert = Cert.read(sys.stdin.buffer)  # the launcher made sure fd 0 is open
-        fields["public_key"] = b64.encode(cert.public_key)
+        trail.note(public_key=b64.encode(cert.public_key))
         if imp.ps is not None:
             kv.join(cert.to_kv(), _KV_PREFIX)
             if not imp.ps.send(kv):
@@ -84,16 +70,16 @@ def child(imp: Imp, kv: KV) -> None:
             return  # the parent decides and audits
         # As upstream, for tests: it signs only if the caller can read the CA key.
         log.warn("casign: imp is not installed setuid, proceeding anyway...")
-        _sign_and_print(imp, cert, fields)
+        _sign_and_print(imp, cert, trail)
 
 
 def parent(imp: Imp, kv: KV) -> None:
-    fields: Fields = {"half": "privileged", "caller_uid": os.getuid()}
-    with _refusals(fields):
+    trail = audit.Trail("casign", "privileged")
+    with trail.refusals():
         # Upstream does not wait; we reap the child before touching the CA key.
         if imp.ps is None or not imp.ps.wait():
             die("casign: unprivileged process exited abnormally")
         with _step("decode cert"):
             cert = Cert.from_kv(kv.split(_KV_PREFIX))
-        fields["public_key"] = b64.encode(cert.public_key)
-        _sign_and_print(imp, cert, fields)
+        trail.note(public_key=b64.encode(cert.public_key))
+        _sign_and_print(imp, cert, trail)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from dataclasses import dataclass
 
 _TMPFS_MAGIC = 0x01021994
@@ -78,18 +77,6 @@ class CgroupInfo:
             except OSError:
                 failed = True
         return -1 if failed and count == 0 else count
-
-    def wait_for_empty(self) -> None:
-        """In kill mode, poll (cgroup.procs cannot be watched) until only we remain."""
-        if not self.kill_mode:
-            return
-        while True:
-            try:
-                if self.kill(0) <= 0:
-                    return
-            except OSError:
-                return
-            time.sleep(1.0)  # forwarded signals are handled meanwhile
 
 
 def detect() -> CgroupInfo | None:

@@ -23,12 +23,10 @@ child runs the shell itself if ``allow-unprivileged-exec`` is set.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import pwd
 import re
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -36,7 +34,7 @@ from .. import config as cf
 from ..sign import Context, SignError, unwrap
 from ..sign.kv import KV
 from . import audit, creds, helper, jsonin, options
-from .log import ImpError, die, log
+from .log import die, log
 from .options import DevicePolicy, OptionsError
 from .state import Imp
 
@@ -60,38 +58,15 @@ class Request:
     device: DevicePolicy
 
 
-class _Audit:
-    """This invocation's audit record, filled in as facts become known."""
+def _note_command(trail: audit.Trail, argv: list[str]) -> None:
+    trail.note(shell=argv[0], args=argv[1:])
 
-    def __init__(self, half: str) -> None:
-        self.fields: dict[str, audit.Value] = {"half": half, "caller_uid": os.getuid()}
 
-    def note(self, **fields: audit.Value) -> None:
-        self.fields.update(fields)
+def _note_token(trail: audit.Trail, token: str) -> None:
+    import hashlib  # only once there is a J to record
 
-    def note_command(self, argv: list[str]) -> None:
-        self.note(shell=argv[0], args=argv[1:])
-
-    def note_token(self, token: str) -> None:
-        import hashlib  # only once there is a J to record
-
-        raw = token.encode("utf-8", "surrogateescape")
-        self.note(J_sha256=hashlib.sha256(raw).hexdigest())
-
-    def decide(self, outcome: str) -> None:
-        audit.record("exec", outcome, **self.fields)
-
-    @contextlib.contextmanager
-    def refusals(self) -> Iterator[None]:
-        """Record any failure inside the block as a refusal, then re-raise."""
-        try:
-            yield
-        except ImpError as exc:
-            self.decide(f"refused: {exc.message}")
-            raise
-        except Exception as exc:
-            self.decide(f"refused: internal error: {exc!r}")
-            raise
+    raw = token.encode("utf-8", "surrogateescape")
+    trail.note(J_sha256=hashlib.sha256(raw).hexdigest())
 
 
 # ---------------------------------------------------------------- both halves
@@ -108,7 +83,7 @@ def _security_context(imp: Imp) -> Context:
         die(f"exec: Error loading security context: {exc.text}")
 
 
-def _check_caller(imp: Imp, trail: _Audit) -> None:
+def _check_caller(imp: Imp, trail: audit.Trail) -> None:
     """The real user must exist and be in exec.allowed-users."""
     name = imp.real_user_name()
     if name is None:
@@ -127,7 +102,7 @@ def _c_int(value: int) -> int:
     return (value + 2**31) % 2**32 - 2**31
 
 
-def _verify(ctx: Context, token: str, trail: _Audit) -> pwd.struct_passwd:
+def _verify(ctx: Context, token: str, trail: audit.Trail) -> pwd.struct_passwd:
     """Verify J (allowed-types enforced); the passwd entry of its signer."""
     try:
         cred = unwrap(ctx, token)
@@ -151,14 +126,14 @@ def _exec_shell(shell: str, argv: list[str], environ: list[bytes]) -> NoReturn:
         die("exec: failed to chdir to /")
     helper.default_signals()
     err = helper.execvp(shell, argv, environ)
-    die(f"{shell}: {err.strerror}", 126 if err.errno in (errno.EPERM, errno.EACCES) else 127)
+    die(f"{shell}: {err.strerror}", helper.exec_failure_code(err))
 
 
 # ----------------------------------------------------------- unprivileged half
 
 
 def child(imp: Imp, kv: KV) -> None:
-    trail = _Audit("unprivileged")
+    trail = audit.Trail("exec", "unprivileged")
     with trail.refusals():
         request = _child_request(imp, trail)
         if imp.setuid:
@@ -177,7 +152,7 @@ def child(imp: Imp, kv: KV) -> None:
     _exec_shell(request.shell, request.argv, imp.env.entries)
 
 
-def _child_request(imp: Imp, trail: _Audit) -> Request:
+def _child_request(imp: Imp, trail: audit.Trail) -> Request:
     ctx = _security_context(imp)
     _check_caller(imp, trail)
     command = imp.env.get("FLUX_IMP_EXEC_HELPER")
@@ -193,13 +168,13 @@ def _child_request(imp: Imp, trail: _Audit) -> Request:
     if len(imp.argv) < 4:
         die("exec: missing arguments to exec subcommand")
     shell, argv = imp.argv[2], imp.argv[2:]
-    trail.note_command(argv)
+    _note_command(trail, argv)
     data = proc.read_all() if proc is not None else _read_stdin()
     try:
         given = jsonin.parse(data)
     except jsonin.JsonInputError as exc:
         die(f"exec: invalid json input: {exc.text}")
-    trail.note_token(given.J)
+    _note_token(trail, given.J)
     _verify(ctx, given.J, trail)
     try:
         device = options.from_options(given.options)
@@ -233,13 +208,13 @@ def _put_request(request: Request, kv: KV) -> None:
 
 
 def parent(imp: Imp, kv: KV) -> None:
-    trail = _Audit("privileged")
+    trail = audit.Trail("exec", "privileged")
     with trail.refusals():
         ctx = _security_context(imp)  # loaded here, as root, never the child's
         _check_caller(imp, trail)
         request = _decode_request(kv)
-        trail.note_command(request.argv)
-        trail.note_token(request.J)
+        _note_command(trail, request.argv)
+        _note_token(trail, request.J)
         target = _verify(ctx, request.J, trail)
         if target.pw_uid == 0:
             die("exec: switching to user root not supported")

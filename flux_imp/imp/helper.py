@@ -104,3 +104,8 @@ def _helper_child(command: str, argv: list[str], wfd: int, environ: Sequence[byt
         os.write(2, f"imp: popen: {message}\n".encode("utf-8", "surrogateescape"))
     finally:
         os._exit(code)
+
+
+def exec_failure_code(err: OSError) -> int:
+    """Exit code for a failed exec of the job shell or run command (as upstream)."""
+    return 126 if err.errno in (errno.EACCES, errno.EPERM) else 127

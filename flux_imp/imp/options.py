@@ -76,6 +76,8 @@ def from_options(options: Json | Absent) -> DevicePolicy:
         if not (isinstance(entry, list) and len(entry) >= 2
                 and isinstance(entry[0], str) and isinstance(entry[1], str)):
             raise OptionsError(errno.EINVAL)
+        if "\0" in entry[0] or "\0" in entry[1]:
+            raise OptionsError(errno.EINVAL)  # C strings cannot hold one (jansson refuses it)
         pairs.append((entry[0], entry[1]))
     return DevicePolicy(policy, tuple(pairs))
 

@@ -115,6 +115,10 @@ class _Proxy:
     def handle(self, sig: int) -> None:
         if sig == signal.SIGUSR1:
             _kill_job(self.cgroup)
+            if self.target is not None and self.target < 0:
+                # run: its whole process group too, even outside cgroup-kill mode.
+                with contextlib.suppress(OSError):
+                    os.kill(self.target, signal.SIGKILL)
         elif sig in _FORWARDED and self.target is not None:
             with contextlib.suppress(OSError):  # already gone: nothing to forward to
                 os.kill(self.target, sig)

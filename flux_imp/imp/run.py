@@ -18,18 +18,15 @@ that, with the names of the variables it passes.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import pwd
-from collections.abc import Iterator
 from typing import NoReturn
 
 from .. import config as cf
 from ..pathcheck import PathError, path_is_secure
 from ..sign.kv import KV
-from . import audit, creds
-from .log import ImpError, die
+from . import audit, creds, helper
+from .log import die
 from .proxy import spawn_and_proxy
 from .state import Imp
 
@@ -38,20 +35,6 @@ _ENV_PREFIX = "IMP_RUN_ENV_"  # privsep keys of the forwarded variables
 _ALWAYS_FORWARDED = ("FLUX_JOB_ID", "FLUX_JOB_USERID")
 _NAME_MAX = 128  # longer variable names are skipped, as upstream
 _PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-Fields = dict[str, audit.Value]  # this invocation's audit record, filled in as we go
-
-
-@contextlib.contextmanager
-def _refusals(fields: Fields) -> Iterator[None]:
-    """Record a failure inside the block as a refused run, then re-raise."""
-    try:
-        yield
-    except Exception as exc:
-        why = exc.message if isinstance(exc, ImpError) else f"internal error: {exc!r}"
-        audit.record("run", f"refused: {why}", **fields)
-        raise
-
 
 def _lookup(imp: Imp, name: str) -> tuple[object, str]:
     """The ``[run.NAME]`` table and its path, absolute and secure."""
@@ -69,11 +52,11 @@ def _lookup(imp: Imp, name: str) -> tuple[object, str]:
     return table, path
 
 
-def _check_user(imp: Imp, table: object, fields: Fields) -> None:
+def _check_user(imp: Imp, table: object, trail: audit.Trail) -> None:
     user = imp.real_user_name()
     if user is None:
         die("Unable to lookup user")
-    fields["caller"] = user
+    trail.note(caller=user)
     if not cf.array_contains(cf.get_in(table, "allowed-users"), user):
         die("run: permission denied")
 
@@ -131,50 +114,49 @@ def _run(imp: Imp, path: str, env: dict[bytes, bytes]) -> NoReturn:
         try:
             os.execve(path, [path], env)  # noqa: S606 - argv is [path], no shell wanted
         except OSError as exc:
-            code = 126 if exc.errno in (errno.EACCES, errno.EPERM) else 127
-            die(f"{path}: {exc.strerror}", code)
+            die(f"{path}: {exc.strerror}", helper.exec_failure_code(exc))
 
     spawn_and_proxy(imp, exec_command, signal_group=True)
 
 
-def _authorize(imp: Imp, table: object, kv: KV, fields: Fields) -> dict[bytes, bytes]:
+def _authorize(imp: Imp, table: object, kv: KV, trail: audit.Trail) -> dict[bytes, bytes]:
     """Check the caller; the command's environment.  Audited as allowed."""
-    _check_user(imp, table, fields)
+    _check_user(imp, table, trail)
     env = _command_env(table, kv)
-    fields["env"] = [name.decode("utf-8", "surrogateescape") for name in env]
-    audit.record("run", "allowed", **fields)
+    trail.note(env=[name.decode("utf-8", "surrogateescape") for name in env])
+    trail.decide("allowed")
     return env
 
 
 def child(imp: Imp, kv: KV) -> None:
-    fields: Fields = {"half": "unprivileged", "caller_uid": os.getuid()}
-    with _refusals(fields):
+    trail = audit.Trail("run", "unprivileged")
+    with trail.refusals():
         name = imp.argv[2] if len(imp.argv) > 2 else ""
         if not name:
             die("run: nothing to run")
-        fields["command"] = name
+        trail.note(command=name)
         table, path = _lookup(imp, name)
-        fields["path"] = path
+        trail.note(path=path)
         kv.put_str("command", name)
         _put_caller_env(imp, table, kv)
         if imp.ps is not None:
             if not imp.ps.send(kv):
                 die("run: failed to communicate with privsep parent")
             return  # the parent decides and audits
-        env = _authorize(imp, table, kv, fields)  # not setuid: the parent's checks here
+        env = _authorize(imp, table, kv, trail)  # not setuid: the parent's checks here
     _run(imp, path, env)
 
 
 def parent(imp: Imp, kv: KV) -> None:
-    fields: Fields = {"half": "privileged", "caller_uid": os.getuid()}
-    with _refusals(fields):
+    trail = audit.Trail("run", "privileged")
+    with trail.refusals():
         if imp.ps is None or not imp.ps.wait():
             die("run: unprivileged process exited abnormally")
         name = kv.get_str("command")
         if not name:
             die("run: command required")
-        fields["command"] = name
+        trail.note(command=name)
         table, path = _lookup(imp, name)
-        fields["path"] = path
-        env = _authorize(imp, table, kv, fields)
+        trail.note(path=path)
+        env = _authorize(imp, table, kv, trail)
     _run(imp, path, env)
