@@ -4,8 +4,8 @@ Run as root from anywhere::
 
     /opt/flux-imp-dev/venv/bin/python bench/bench_imp.py [--runs N]
 
-Builds and installs the setuid test launcher from this tree (tests/impenv),
-byte-compiles it as a package install would, creates two temporary users
+Builds and installs the setuid test launcher from this tree (tests/impenv,
+which byte-compiles it as a package install would), creates two temporary users
 and a private munged, then times, as the owner: ``python3 -I -S -c pass``
 (the floor: the interpreter the launcher starts), ``flux-imp version`` and
 ``flux-imp exec /bin/true 1`` with a munge-signed J on stdin (signed before
@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import impenv, munged, users
-from tests.test_proxy import (
+from tests.jobs import (
     SHELL,
     SLEEPER,
     TIMEOUT,
@@ -116,10 +116,7 @@ def environment(workdir: Path) -> Iterator[ExecSetup]:
         socket = stack.enter_context(munged.running_munged())
         prefix = impenv.make_prefix()
         stack.callback(shutil.rmtree, prefix)
-        install = impenv.build(prefix)
-        # A package install byte-compiles; the launcher's -B only stops writing.
-        subprocess.run([os.path.realpath(sys.executable), "-m", "compileall", "-q",
-                        str(install.site / "flux_imp")], check=True)
+        install = impenv.build(prefix)  # byte-compiled, as a package install is
         pattern = write_exec_config(workdir / "conf.d", socket, owner, (SHELL, TRUE))
         yield ExecSetup(install.test_build, pattern, owner, guest)
 

@@ -14,25 +14,55 @@ listed in the docstring of ``parse``.
 
 from __future__ import annotations
 
-import math
 import os
-from datetime import datetime, timezone
-from typing import NamedTuple, Sequence
 
 from . import cglob
 from .cferror import ConfigError
-from .pathcheck import PathError, path_is_secure
 from .tomltk import parse
+
+# Every IMP command loads its config through here: typing, datetime and
+# math cost start-up time, so they are imported only where needed.  A
+# value can only be a datetime once tomllib has made one (and loaded the
+# module), so datetime is tested for last and imported there.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+    from typing import TypeGuard
 
 __all__ = ["ConfigError", "Option", "check", "load_file", "load_glob", "parse"]
 
 
-class Option(NamedTuple):
-    """One row of a cf_check() option table."""
+class Option(tuple[str, str, bool]):
+    """One row of a cf_check() option table: a named tuple
+    (``key, type, required``) without typing.  ``type`` is a typeof() name:
+    "int64", "string", "table", ..."""
 
-    key: str
-    type: str  # a typeof() name: "int64", "string", "table", ...
-    required: bool
+    __slots__ = ()
+
+    def __new__(cls, key: str, type: str, required: bool) -> Option:
+        return tuple.__new__(cls, (key, type, required))
+
+    @property
+    def key(self) -> str:
+        return self[0]
+
+    @property
+    def type(self) -> str:
+        return self[1]
+
+    @property
+    def required(self) -> bool:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return f"Option(key={self.key!r}, type={self.type!r}, required={self.required!r})"
+
+
+def _is_datetime(value: object) -> TypeGuard[datetime]:
+    from datetime import datetime
+
+    return isinstance(value, datetime)
 
 
 # ---------------------------------------------------------------- loading
@@ -68,6 +98,8 @@ def _paranoid(cf: dict[str, object]) -> bool:
 def load_file(path: str, *, paranoid: bool) -> dict[str, object]:
     """Parse one file (cf_update_file), checking its security if paranoid."""
     if paranoid:
+        from .pathcheck import PathError, path_is_secure  # only when paranoid
+
         try:
             path_is_secure(path)
         except PathError as exc:
@@ -101,12 +133,12 @@ def typeof(value: object) -> str:
         return "double"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, datetime):
-        return "timestamp"
     if isinstance(value, dict):
         return "table"
     if isinstance(value, list):
         return "array"
+    if _is_datetime(value):
+        return "timestamp"
     return "unknown"
 
 
@@ -132,6 +164,9 @@ def as_bool(value: object) -> bool:
 
 def as_timestamp(value: object) -> int:
     """cf_timestamp(): POSIX seconds of a datetime (naive = UTC), else 0."""
+    import math
+    from datetime import datetime, timezone
+
     if not isinstance(value, datetime):
         return 0
     if value.tzinfo is None:
@@ -156,16 +191,18 @@ def array_contains_match(value: object, text: str) -> bool:
 def check(table: object, opts: Sequence[Option], *, strict: bool, anytab: bool) -> None:
     """cf_check(): refuse unknown keys (if ``strict``; with ``anytab``,
     tables need not be listed), missing required keys and wrong types."""
-    if isinstance(table, datetime):
+    if not isinstance(table, dict):
+        if not _is_datetime(table):
+            raise ConfigError("", -1, "invalid config object")
         # Upstream holds a timestamp as the object {"iso-8601-ts": "..."}.
         table = {"iso-8601-ts": table.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    if not isinstance(table, dict):
-        raise ConfigError("", -1, "invalid config object")
     if strict:
         known = {opt.key for opt in opts}
         for key, value in table.items():
             # Upstream stores a timestamp as an object, so it passes as a table.
-            if key not in known and not (anytab and isinstance(value, (dict, datetime))):
+            if key not in known and not (
+                anytab and (isinstance(value, dict) or _is_datetime(value))
+            ):
                 raise ConfigError("", -1, f"key '{key}' is unknown")
     for opt in opts:
         if opt.key not in table:

@@ -3,24 +3,36 @@
 tomllib does the parsing; around it we reproduce libtomlc99's pre-screen,
 error texts where they can be mapped, and the conversions tomltk applies
 (or refuses) on the way to a plain table.
+
+Every IMP command parses its config (and the signing config) here, and
+importing tomllib costs more than the rest of a ``flux-imp version``
+(typing, re, datetime, its compiled regexes).  So a small parser reads the
+plain subset that IMP and signing configs are written in first (see
+``_fast_loads``), and gives up on anything else, leaving that document to
+tomllib: the result, or the error, is tomllib's either way.  calendar,
+datetime, re and math are likewise imported only where used.
 """
 
 from __future__ import annotations
 
-import calendar
 import errno
-import math
 import os
-import re
 import sys
-from datetime import date, datetime, time, timezone
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.9/3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 from .cferror import ConfigError
+
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _tomllib() -> ModuleType:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    module: ModuleType = tomllib
+    return module
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -45,16 +57,207 @@ def parse(data: bytes, filename: str = "") -> dict[str, object]:
     # surrogates so that _string() can refuse them as jansson would.
     text = data.decode("utf-8", "surrogateescape").translate(_HIDE_CONTROLS)
     try:
-        table = tomllib.loads(text, parse_float=_strtod)
+        table = _fast_loads(text)
+        if table is None:
+            table = _tomllib_loads(text, filename)
         _check_arrays(table)
         return _table(table)
-    except tomllib.TOMLDecodeError as exc:
-        lineno, message = _toml_error(str(exc), text)
-        raise ConfigError(filename, lineno, message) from None
     except _Reject as exc:
         raise ConfigError(filename, -1, exc.args[0]) from None
     except RecursionError:
         raise ConfigError(filename, -1, "Excessive nesting depth") from None
+
+
+def _tomllib_loads(text: str, filename: str) -> dict[str, object]:
+    tomllib = _tomllib()
+    try:
+        table: dict[str, object] = tomllib.loads(text, parse_float=_strtod)
+    except tomllib.TOMLDecodeError as exc:
+        lineno, message = _toml_error(str(exc), text)
+        raise ConfigError(filename, lineno, message) from None
+    return table
+
+
+# ------------------------------------------- the plain subset, without tomllib
+
+# What _fast_loads reads, exactly as TOML 1.0 (and tomllib) reads it:
+#   * ASCII text with LF line ends, blank lines and comments;
+#   * [a.b.c] table headers of bare keys, each naming a new table (and no
+#     value or array on its path);
+#   * key = value lines with one bare key, new in its table;
+#   * values: "basic" strings without escapes, 'literal' strings, decimal
+#     integers of up to 18 digits, true, false, and arrays of these
+#     (nested, across lines, with comments and a trailing comma).
+# Anything else (other characters, CR, quoted or dotted keys, [[...]],
+# inline tables, escapes, multi-line strings, floats, dates, other
+# integers, a repeated key or table, any syntax error) gives up: the whole
+# document then goes to tomllib.  tomltk's own checks run on either result.
+
+
+class _GiveUp(Exception):
+    """Not in the subset: let tomllib read the document."""
+
+
+_TOML_WS = " \t"
+_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_DECIMAL = frozenset("0123456789")
+_MAX_INT_DIGITS = 18  # beyond this tomllib decides (int64 range, int() limits)
+
+
+def _fast_loads(text: str) -> dict[str, object] | None:
+    """The document as tomllib.loads() reads it, or None to ask tomllib."""
+    if not text.isascii() or "\r" in text:
+        return None
+    try:
+        return _FastParser(text).document()
+    except _GiveUp:
+        return None
+
+
+class _FastParser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def document(self) -> dict[str, object]:
+        text, end = self.text, len(self.text)
+        root: dict[str, object] = {}
+        table = root
+        pos = 0
+        while True:
+            pos = self._skip_ws(pos)
+            if pos >= end:
+                return root
+            char = text[pos]
+            if char == "\n":
+                pos += 1
+                continue
+            if char == "[":
+                if text.startswith("[[", pos):
+                    raise _GiveUp
+                keys, pos = self._header(pos + 1)
+                table = self._new_table(root, keys)
+            elif char != "#":
+                key, pos = self._key(pos)
+                pos = self._skip_ws(pos)
+                if not text.startswith("=", pos):
+                    raise _GiveUp  # a dotted key, or a syntax error
+                value, pos = self._value(self._skip_ws(pos + 1))
+                if key in table:
+                    raise _GiveUp
+                table[key] = value
+            pos = self._skip_comment(self._skip_ws(pos))
+            if pos < end and text[pos] != "\n":
+                raise _GiveUp  # more after the statement
+
+    def _skip_ws(self, pos: int) -> int:
+        text, end = self.text, len(self.text)
+        while pos < end and text[pos] in _TOML_WS:
+            pos += 1
+        return pos
+
+    def _skip_comment(self, pos: int) -> int:
+        if self.text.startswith("#", pos):
+            end = self.text.find("\n", pos)
+            return len(self.text) if end < 0 else end
+        return pos
+
+    def _skip_array_ws(self, pos: int) -> int:
+        # Whitespace, newlines and comments, as many as there are.
+        while True:
+            after = self._skip_comment(self._skip_ws(pos))
+            if self.text.startswith("\n", after):
+                after += 1
+            if after == pos:
+                return pos
+            pos = after
+
+    def _key(self, pos: int) -> tuple[str, int]:
+        text, end, start = self.text, len(self.text), pos
+        while pos < end and text[pos] in _BARE_KEY:
+            pos += 1
+        if pos == start:
+            raise _GiveUp  # a quoted key, or a syntax error
+        return text[start:pos], pos
+
+    def _header(self, pos: int) -> tuple[list[str], int]:
+        keys = []
+        while True:
+            key, pos = self._key(self._skip_ws(pos))
+            keys.append(key)
+            pos = self._skip_ws(pos)
+            if not self.text.startswith(".", pos):
+                break
+            pos += 1
+        if not self.text.startswith("]", pos):
+            raise _GiveUp
+        return keys, pos + 1
+
+    @staticmethod
+    def _new_table(root: dict[str, object], keys: list[str]) -> dict[str, object]:
+        table = root
+        for key in keys[:-1]:
+            nested = table.setdefault(key, {})  # tables on the way are made implicitly
+            if not isinstance(nested, dict):
+                raise _GiveUp
+            table = nested
+        if keys[-1] in table:
+            raise _GiveUp  # defined before, explicitly or not: tomllib judges
+        new: dict[str, object] = {}
+        table[keys[-1]] = new
+        return new
+
+    def _value(self, pos: int) -> tuple[object, int]:
+        text = self.text
+        char = text[pos : pos + 1]
+        if char in ('"', "'"):
+            if text.startswith(char * 3, pos):
+                raise _GiveUp  # a multi-line string
+            close = text.find(char, pos + 1)
+            value = text[pos + 1 : close]
+            if close < 0 or "\n" in value or (char == '"' and "\\" in value):
+                raise _GiveUp  # unterminated, or escapes
+            return value, close + 1
+        if text.startswith("true", pos):
+            return True, pos + 4
+        if text.startswith("false", pos):
+            return False, pos + 5
+        if char == "[":
+            return self._array(pos + 1)
+        return self._integer(pos)
+
+    def _array(self, pos: int) -> tuple[list[object], int]:
+        # tomllib's parse_array(): values separated by commas, one trailing
+        # comma allowed, whitespace, newlines and comments anywhere between.
+        text = self.text
+        array: list[object] = []
+        pos = self._skip_array_ws(pos)
+        if text.startswith("]", pos):
+            return array, pos + 1
+        while True:
+            value, pos = self._value(pos)
+            array.append(value)
+            pos = self._skip_array_ws(pos)
+            if text.startswith("]", pos):
+                return array, pos + 1
+            if not text.startswith(",", pos):
+                raise _GiveUp
+            pos = self._skip_array_ws(pos + 1)
+            if text.startswith("]", pos):
+                return array, pos + 1
+
+    def _integer(self, pos: int) -> tuple[int, int]:
+        text, end, start = self.text, len(self.text), pos
+        if text.startswith(("+", "-"), pos):
+            pos += 1
+        digits = pos
+        while pos < end and text[pos] in _DECIMAL:
+            pos += 1
+        count = pos - digits
+        if not 0 < count <= _MAX_INT_DIGITS or (count > 1 and text[digits] == "0"):
+            raise _GiveUp  # not a number, a long one, or a leading zero
+        if pos < end and text[pos] not in " \t\n#,]":
+            raise _GiveUp  # a float, date, time, underscore, 0x... or an error
+        return int(text[start:pos]), pos
 
 
 # ------------------------------------------------- tomltk's pre-screen
@@ -70,6 +273,15 @@ _UTF8_LENGTH = {
 }
 
 
+# 1 for the bytes _prescreen() must look at in some state: controls but
+# tab, DEL, non-ASCII, quotes, backslash, '#', '[', ']' (and '\n').  Any
+# other byte changes nothing while no escape is pending, in any state, so
+# runs of them are skipped (in C, by find) instead of looked at one by one.
+_MARKS = bytes(
+    1 if (b < 0x20 and b != 0x09) or b >= 0x7F or b in b"\"'\\#[]" else 0 for b in range(256)
+)
+
+
 def _prescreen(buf: bytes) -> str | None:
     """tomltk's validate_toml_syntax(): a scan that fends off inputs known
     to hang libtomlc99.  Returns the rejection text, or None."""
@@ -77,8 +289,13 @@ def _prescreen(buf: bytes) -> str | None:
     depth = lines = 0
     in_string = b""  # the quote that opened a one-line string
     ml_double = ml_single = escape = in_array = False
+    marks = buf.translate(_MARKS)
     i = 0
     while i < n:
+        if not escape:
+            i = marks.find(1, i)
+            if i < 0:
+                break
         c = buf[i]
         if c >= 0x80:
             seq = _UTF8_LENGTH.get(c, 0)
@@ -177,12 +394,14 @@ _TOML_TEXTS = (
     ("Expected newline or end of document", "extra chars after value", "extra chars after ] or ]]"),
     ("Invalid initial character for a key", "syntax error", "invalid or missing key"),
 )
-_AT_LINE = re.compile(r"\(at line (\d+), column \d+\)\s*\Z")
+_AT_LINE = r"\(at line (\d+), column \d+\)\s*\Z"
 
 
 def _toml_error(message: str, text: str) -> tuple[int, str]:
+    import re  # errors only: compiled (and cached by re) on first use
+
     # libtomlc99 says "line N: what"; tomltk keeps N and "what".
-    found = _AT_LINE.search(message)
+    found = re.search(_AT_LINE, message)
     # At the end of the document libtomlc99 is still on the last line.
     lineno = int(found.group(1)) if found else text.count("\n", 0, len(text) - 1) + 1
     lines = text.split("\n")
@@ -203,6 +422,8 @@ _ERANGE = object()
 
 
 def _strtod(literal: str) -> object:
+    import math
+
     value = float(literal)
     mantissa = literal.lower().partition("e")[0]
     if math.isinf(value) and "inf" not in literal:
@@ -232,6 +453,8 @@ def _valtype(value: object) -> str:
         return "d" if _as_double(value) is not _ERANGE else "u"
     if isinstance(value, float):
         return "d"
+    from datetime import date, datetime, time  # only tomllib makes these
+
     if isinstance(value, datetime):
         return "T"
     return "D" if isinstance(value, date) else "t" if isinstance(value, time) else "u"
@@ -304,6 +527,9 @@ def _value(value: object) -> object:
         value = _as_double(value)
     if isinstance(value, float):
         return value
+    import calendar
+    from datetime import datetime, timezone  # only tomllib makes these
+
     if isinstance(value, datetime):
         # Upstream ignores the UTC offset and any fraction of a second, and
         # cannot store times before the epoch.

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from . import impenv, users
+from . import impenv, jobs, users
 from . import munged as munged_helper
+from .syslogtrap import SyslogTrap, syslog_trap
 
 
 @pytest.fixture(scope="session")
@@ -25,40 +24,31 @@ def munged() -> Iterator[str]:
         yield socket
 
 
-@contextlib.contextmanager
-def _world_dir() -> Iterator[Path]:
-    # pytest's tmp_path lies under a 0700 directory other users cannot cross.
-    path = Path(tempfile.mkdtemp(prefix="fluximp-test-"))
-    try:
-        os.chmod(path, 0o755)
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
 @pytest.fixture
 def world_tmp() -> Iterator[Path]:
     """A fresh temp dir that every user can reach (and read)."""
-    with _world_dir() as path:
+    with users.world_dir() as path:
         yield path
+
+
+def _session_user(prefix: str) -> Iterator[pwd.struct_passwd]:
+    """A real user, ``<prefix>-<pid>``, whose home is a fresh temp dir."""
+    if os.getuid() != 0:
+        pytest.skip("creating users needs root")
+    with users.world_dir() as base, users.temp_user(prefix, base / "home") as user:
+        yield user
 
 
 @pytest.fixture(scope="session")
 def guest() -> Iterator[pwd.struct_passwd]:
-    """A real user, ``fluximp-guest``, whose home is a fresh temp dir."""
-    if os.getuid() != 0:
-        pytest.skip("creating users needs root")
-    with _world_dir() as base, users.temp_user("fluximp-guest", base / "home") as user:
-        yield user
+    """A real user, ``fluximp-guest``: the job's user, who signs J."""
+    yield from _session_user("fluximp-guest")
 
 
 @pytest.fixture(scope="session")
 def owner() -> Iterator[pwd.struct_passwd]:
     """A real user, ``fluximp-owner``: the Flux instance owner who runs the IMP."""
-    if os.getuid() != 0:
-        pytest.skip("creating users needs root")
-    with _world_dir() as base, users.temp_user("fluximp-owner", base / "home") as user:
-        yield user
+    yield from _session_user("fluximp-owner")
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +63,19 @@ def imp() -> Iterator[impenv.ImpInstall]:
         yield impenv.build(prefix)
     finally:
         shutil.rmtree(prefix)
+
+
+@pytest.fixture
+def job_cgroup() -> Iterator[Path]:
+    """A fresh ``imp-shell-test-*`` cgroup (an IMP started in it is in
+    cgroup-kill mode); emptied and removed after."""
+    with jobs.child_cgroup("imp-shell-test-") as path:
+        yield path
+
+
+@pytest.fixture
+def syslog(world_tmp: Path) -> Iterator[SyslogTrap]:
+    """Audit capture: run the IMP with ``preexec_fn=syslog.preexec(...)``,
+    then read syslog.records()."""
+    with syslog_trap(world_tmp) as trap:
+        yield trap

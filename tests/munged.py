@@ -13,9 +13,10 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
+
+from . import users
 
 MUNGED = "/usr/sbin/munged"
 MUNGE = shutil.which("munge") or "/usr/bin/munge"
@@ -66,11 +67,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def running_munged() -> Iterator[str]:
     """Start munged; yield its socket path; stop it and clean up on exit."""
-    tmpdir = tempfile.mkdtemp(prefix="munged-")
-    try:
-        os.chmod(tmpdir, 0o755)
+    with users.world_dir("munged-") as tmpdir:
         key, socket, pid, log, seed = (
-            os.path.join(tmpdir, name)
+            str(tmpdir / name)
             for name in ("munge.key", "munge.socket", "munged.pid", "munged.log", "munged.seed")
         )
         _write_key(key)
@@ -86,5 +85,3 @@ def running_munged() -> Iterator[str]:
             yield socket
         finally:
             _stop(proc)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)

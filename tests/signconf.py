@@ -1,17 +1,29 @@
-"""Helpers shared by signing tests: write a config, get a Context."""
+"""Helpers shared by signing tests: write a config, get a Context; a fake clock."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
 
 from flux_imp.sign import DISABLE_PATH_PARANOIA, Context
 
-NONE_ONLY = """\
-[sign]
-max-ttl = 30
-default-type = "none"
-allowed-types = [ "none" ]
-"""
+from . import impenv
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+NOW = 1_700_000_000
+
+
+def sign_table(default: str, allowed: Sequence[str] = (), max_ttl: int = 30) -> str:
+    """A [sign] table: ``default`` and ``allowed`` mechanisms (default: only it)."""
+    return impenv.toml_table("sign", {"max-ttl": max_ttl, "default-type": default,
+                                      "allowed-types": list(allowed or [default])})  # fmt: skip
+
+
+NONE_ONLY = sign_table("none")
 
 
 def make_context(tmp: Path, toml: str, name: str = "sign.toml") -> Context:
@@ -22,3 +34,32 @@ def make_context(tmp: Path, toml: str, name: str = "sign.toml") -> Context:
     ctx = Context(DISABLE_PATH_PARANOIA)
     ctx.configure(str(confdir / "*.toml"))
     return ctx
+
+
+def ca_table(root: Path, **changes: Any) -> dict[str, Any]:
+    """A [ca] table, its cert at ``root``/ca and revocations in
+    ``root``/revoke.d; ``changes`` replace values (None: leave the key out)."""
+    table: dict[str, Any] = {
+        "max-cert-ttl": 60, "max-sign-ttl": 30, "cert-path": str(root / "ca"),
+        "revoke-dir": str(root / "revoke.d"), "revoke-allow": True, "domain": "FLUX.TEST",
+        **changes,
+    }  # fmt: skip
+    return {key: value for key, value in table.items() if value is not None}
+
+
+class Clock:
+    """Stands in for the ``time`` module of the signing modules."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now + 0.5
+
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> Clock:
+    """A Clock at NOW, as the ``time`` of each of ``modules`` (for the test)."""
+    fake = Clock(NOW)
+    for module in modules:
+        monkeypatch.setattr(module, "time", fake)
+    return fake

@@ -16,45 +16,20 @@ from flux_imp.sign import ca as ca_mod
 from flux_imp.sign.ca import CA, CAError
 from flux_imp.sign.cert import Cert
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
-NOW = 1_700_000_000
+from .signconf import NOW, VECTORS, Clock, ca_table, fake_clock
+
 CA_UUID = "11111111-2222-4333-8444-555555555555"
 USER_UUID = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 
 
-class Clock:
-    """Stands in for the ``time`` module of ca.py."""
-
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now + 0.5
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock(NOW)
-    monkeypatch.setattr(ca_mod, "time", fake)
-    return fake
-
-
-def table(tmp_path: Path, **changes: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "max-cert-ttl": 60,
-        "max-sign-ttl": 30,
-        "cert-path": str(tmp_path / "ca-cert"),
-        "revoke-dir": str(tmp_path / "ca-revoke"),
-        "revoke-allow": True,
-        "domain": "FLUX.TEST",
-    }
-    cfg.update(changes)
-    return {k: v for k, v in cfg.items() if v is not None}
+    return fake_clock(monkeypatch, ca_mod)
 
 
 @pytest.fixture
 def ca(tmp_path: Path) -> CA:
-    authority = CA(table(tmp_path))
+    authority = CA(ca_table(tmp_path))
     authority.keygen()
     return authority
 
@@ -74,19 +49,19 @@ def test_config_must_be_a_table() -> None:
     "key", ["max-cert-ttl", "max-sign-ttl", "cert-path", "revoke-dir", "revoke-allow", "domain"]
 )
 def test_config_every_key_required(key: str, tmp_path: Path) -> None:
-    assert message(CA, table(tmp_path, **{key: None})) == f"'{key}' must be set"
+    assert message(CA, ca_table(tmp_path, **{key: None})) == f"'{key}' must be set"
 
 
 def test_config_unknown_key(tmp_path: Path) -> None:
-    assert message(CA, {**table(tmp_path), "foo": 42}) == "key 'foo' is unknown"
+    assert message(CA, {**ca_table(tmp_path), "foo": 42}) == "key 'foo' is unknown"
 
 
 def test_config_unknown_subtable(tmp_path: Path) -> None:
-    assert message(CA, {**table(tmp_path), "sub": {}}) == "key 'sub' is unknown"
+    assert message(CA, {**ca_table(tmp_path), "sub": {}}) == "key 'sub' is unknown"
 
 
 def test_config_wrong_type(tmp_path: Path) -> None:
-    cfg = table(tmp_path, **{"max-cert-ttl": "60"})
+    cfg = ca_table(tmp_path, **{"max-cert-ttl": "60"})
     assert message(CA, cfg) == "'max-cert-ttl' must be of type int64"
 
 
@@ -121,11 +96,11 @@ def test_store_and_load(ca: CA, tmp_path: Path) -> None:
         ca.store()
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "ca-cert").stat().st_mode) == 0o600
-    assert stat.S_IMODE((tmp_path / "ca-cert.pub").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ca").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "ca.pub").stat().st_mode) == 0o644
     user = Cert.create()
     ca.sign(user, 0, 1000)
-    public = CA(table(tmp_path))
+    public = CA(ca_table(tmp_path))
     public.load(secret=False)
     assert public.verify(user) == (1000, 30)
     assert message(public.sign, Cert.create(), 0, 1000) == "CA cert does not contain secret key"
@@ -136,17 +111,17 @@ def test_store_and_load(ca: CA, tmp_path: Path) -> None:
 
 
 def test_load_missing_cert(tmp_path: Path) -> None:
-    path = tmp_path / "ca-cert"
-    assert message(CA(table(tmp_path)).load) == f"{path}: No such file or directory"
+    path = tmp_path / "ca"
+    assert message(CA(ca_table(tmp_path)).load) == f"{path}: No such file or directory"
 
 
 def test_store_before_keygen(tmp_path: Path) -> None:
-    assert message(CA(table(tmp_path)).store) == "CA cert was not initialized"
+    assert message(CA(ca_table(tmp_path)).store) == "CA cert was not initialized"
 
 
 def test_store_failure_names_path(tmp_path: Path) -> None:
     path = tmp_path / "no" / "ca"
-    authority = CA(table(tmp_path, **{"cert-path": str(path)}))
+    authority = CA(ca_table(tmp_path, **{"cert-path": str(path)}))
     authority.keygen()
     assert message(authority.store) == f"{path}: No such file or directory"
 
@@ -202,7 +177,7 @@ def test_sign_bad_arguments(ca: CA, args: tuple[int, int, int]) -> None:
 
 
 def test_sign_without_ca_cert(tmp_path: Path) -> None:
-    authority = CA(table(tmp_path))
+    authority = CA(ca_table(tmp_path))
     assert message(authority.sign, Cert.create(), 0, 1) == "CA cert has not been loaded/generated"
     assert message(authority.verify, Cert.create()) == "CA cert has not been loaded/generated"
 
@@ -235,7 +210,7 @@ def test_verify_modified_cert(ca: CA) -> None:
 
 
 def test_verify_other_ca(ca: CA, tmp_path: Path) -> None:
-    other = CA(table(tmp_path))
+    other = CA(ca_table(tmp_path))
     other.keygen()
     cert = Cert.create()
     other.sign(cert, 0, 1)
@@ -301,7 +276,7 @@ def test_revoke_then_verify(ca: CA, tmp_path: Path) -> None:
         ca.revoke(cert_uuid)
     finally:
         os.umask(old)
-    revoked = tmp_path / "ca-revoke" / cert_uuid
+    revoked = tmp_path / "revoke.d" / cert_uuid
     assert revoked.is_file() and revoked.stat().st_size == 0
     assert stat.S_IMODE(revoked.stat().st_mode) == 0o644
     assert stat.S_IMODE(revoked.parent.stat().st_mode) == 0o755
@@ -310,7 +285,7 @@ def test_revoke_then_verify(ca: CA, tmp_path: Path) -> None:
 
 
 def test_revoke_not_allowed(tmp_path: Path) -> None:
-    authority = CA(table(tmp_path, **{"revoke-allow": False}))
+    authority = CA(ca_table(tmp_path, **{"revoke-allow": False}))
     assert message(authority.revoke, "x") == "revocation not permitted on this node"
 
 
@@ -320,13 +295,13 @@ def test_revoke_empty_uuid(ca: CA) -> None:
 
 def test_revoke_dir_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    authority = CA(table(tmp_path, **{"revoke-dir": str(tmp_path / "file")}))
+    authority = CA(ca_table(tmp_path, **{"revoke-dir": str(tmp_path / "file")}))
     expect = f"{tmp_path}/file/x: Not a directory"
     assert message(authority.revoke, "x") == expect
 
 
 def test_revoke_dir_cannot_be_made(tmp_path: Path) -> None:
-    authority = CA(table(tmp_path, **{"revoke-dir": str(tmp_path / "a" / "b")}))
+    authority = CA(ca_table(tmp_path, **{"revoke-dir": str(tmp_path / "a" / "b")}))
     assert message(authority.revoke, "x") == "No such file or directory"
 
 
@@ -342,8 +317,8 @@ def test_authenticate(ca: CA) -> None:
 def test_vector_ca_verifies_vector_user_cert(tmp_path: Path) -> None:
     if not (VECTORS / "ca.pub").exists():
         pytest.skip(f"{VECTORS} not found")
-    shutil.copy(VECTORS / "ca.pub", tmp_path / "ca-cert.pub")
-    authority = CA(table(tmp_path))
+    shutil.copy(VECTORS / "ca.pub", tmp_path / "ca.pub")
+    authority = CA(ca_table(tmp_path))
     authority.load()
     user = Cert.loads((VECTORS / "u.pub").read_bytes())
     assert authority.verify(user) == (65534, 315360000)

@@ -7,7 +7,6 @@ can have signed.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import subprocess
@@ -24,12 +23,10 @@ from flux_imp.sign import b64, unwrap, wrap_as
 from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert
 
-from . import impenv, test_run, users
+from . import impenv, users
 from .impenv import ImpInstall
-from .signconf import make_context
-from .test_run import AUTHPRIV_NOTICE, AUTHPRIV_WARNING, Syslog
-
-syslog = test_run.syslog  # a fixture
+from .signconf import ca_table, make_context
+from .syslogtrap import AUTHPRIV_NOTICE, AUTHPRIV_WARNING, SyslogTrap
 
 MAX_CERT_TTL, MAX_SIGN_TTL = 60, 30
 
@@ -43,10 +40,8 @@ class CasignSetup:
     user: Cert  # the caller's cert, with its secret key
 
     def write_config(self, ca: dict[str, Any] | None) -> str:
-        text = "allow-sudo = true\n"
-        if ca is not None:
-            text += "[ca]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in ca.items())
-        return impenv.write_config(self.top / "conf.d", text)
+        tables = impenv.toml_table("ca", ca) if ca is not None else ""
+        return impenv.write_config(self.top / "conf.d", "allow-sudo = true\n" + tables)
 
     def env(self, pattern: str, sudo: bool) -> dict[str, str]:
         env = {"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": pattern}
@@ -67,9 +62,7 @@ class CasignSetup:
 
 @pytest.fixture
 def setup(imp: ImpInstall, owner: pwd.struct_passwd, world_tmp: Path) -> CasignSetup:
-    table = {"max-cert-ttl": MAX_CERT_TTL, "max-sign-ttl": MAX_SIGN_TTL,
-             "cert-path": str(world_tmp / "ca"), "revoke-dir": str(world_tmp / "revoke.d"),
-             "revoke-allow": True, "domain": "EXAMPLE.TEST"}  # fmt: skip
+    table = ca_table(world_tmp, **{"max-cert-ttl": MAX_CERT_TTL, "max-sign-ttl": MAX_SIGN_TTL})
     authority = CA(table)
     authority.keygen()
     authority.store()  # "ca" is 0600 root: the caller cannot read the secret key
@@ -106,7 +99,7 @@ def test_signs_the_callers_cert(setup: CasignSetup, sudo: bool) -> None:
     assert meta.get_int("max-sign-ttl") == MAX_SIGN_TTL
     assert authority.cert is not None
     assert meta.get_str("issuer") == authority.cert.meta.get_str("uuid")
-    assert meta.get_str("domain") == "EXAMPLE.TEST"
+    assert meta.get_str("domain") == "FLUX.TEST"
     assert meta.get_bool("ca-capability") is False
 
 
@@ -114,10 +107,10 @@ def test_signed_cert_verifies_a_token_in_ca_mode(setup: CasignSetup) -> None:
     cert = signed_cert(setup.run())
     cert.secret_key = setup.user.secret_key
     cert.store(str(setup.top / "u"))
-    ca_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in setup.ca.items())
     ctx = make_context(setup.top, (
         '[sign]\nmax-ttl = 30\ndefault-type = "curve"\nallowed-types = ["curve"]\n'
-        f'[sign.curve]\nrequire-ca = true\ncert-path = "{setup.top}/u"\n[ca]\n{ca_lines}'))
+        f'[sign.curve]\nrequire-ca = true\ncert-path = "{setup.top}/u"\n'
+        + impenv.toml_table("ca", setup.ca)))
     token = wrap_as(ctx, setup.owner.pw_uid, b"payload")
     got = unwrap(ctx, token)
     assert (got.userid, got.payload) == (setup.owner.pw_uid, b"payload")
@@ -186,13 +179,16 @@ def test_not_setuid_signs_with_a_readable_ca(setup: CasignSetup) -> None:
 # -- audit records ----------------------------------------------------------------
 
 
-def run_logged(setup: CasignSetup, log: Syslog, stdin: bytes
+def run_logged(setup: CasignSetup, log: SyslogTrap, stdin: bytes
                ) -> tuple[subprocess.CompletedProcess[bytes], list[tuple[int, str]]]:  # fmt: skip
+    """casign as the owner; its result and audit records."""
     env = setup.env(setup.write_config(setup.ca), False)
-    return log.run([str(setup.imp.test_build), "casign"], user=setup.owner, env=env, stdin=stdin)
+    result = impenv.run(setup.imp.test_build, ["casign"], env=env, stdin=stdin,
+                        as_user=log.preexec(users.become(setup.owner)))
+    return result, log.records()
 
 
-def test_audit_signature(setup: CasignSetup, syslog: Syslog) -> None:
+def test_audit_signature(setup: CasignSetup, syslog: SyslogTrap) -> None:
     result, records = run_logged(setup, syslog, setup.user.dumps().encode())
     cert = signed_cert(result)
     fields: dict[str, audit.Value] = {
@@ -202,7 +198,7 @@ def test_audit_signature(setup: CasignSetup, syslog: Syslog) -> None:
     assert records == [(AUTHPRIV_NOTICE, audit.format_record("casign", "allowed", fields))]
 
 
-def test_audit_refusal(setup: CasignSetup, syslog: Syslog) -> None:
+def test_audit_refusal(setup: CasignSetup, syslog: SyslogTrap) -> None:
     result, records = run_logged(setup, syslog, b"garbage")
     fatal(result, "casign: decode cert: Invalid argument")
     fields: dict[str, audit.Value] = {"half": "unprivileged", "caller_uid": setup.owner.pw_uid}

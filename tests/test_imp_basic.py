@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from flux_imp import __version__
+from flux_imp.imp import version
 
 from . import impenv, users
 from .impenv import ImpInstall
@@ -44,7 +45,8 @@ def test_unknown_command(imp: ImpInstall, owner: pwd.struct_passwd, pattern: str
 def test_version(imp: ImpInstall, owner: pwd.struct_passwd, pattern: str) -> None:
     result = impenv.run(imp.test_build, ["version"], as_user=users.become(owner),
                         env=env_for(pattern))
-    assert (result.returncode, result.stdout) == (0, f"flux-imp v{__version__}\n".encode())
+    pam = "+pam\n" if version.pam_available() else ""
+    assert (result.returncode, result.stdout) == (0, f"flux-imp v{__version__}\n{pam}".encode())
 
 
 def test_no_config_file(imp: ImpInstall, owner: pwd.struct_passwd, world_tmp: Path) -> None:

@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,17 +151,6 @@ def build(out: Path, *, python: str = PYTHON, sitedir: Path, module: str = PROBE
     return out
 
 
-@contextlib.contextmanager
-def world_dir(prefix: str) -> Iterator[Path]:
-    """A root-owned 0755 temp dir (pytest's tmp_path is 0700: no use to others)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        path.chmod(0o755)
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
 @pytest.fixture(scope="session")
 def prefix() -> Iterator[Path]:
     _gcc()
@@ -170,7 +158,7 @@ def prefix() -> Iterator[Path]:
         pytest.skip("installing a setuid launcher needs root")
     old = os.umask(0o022)
     try:
-        with world_dir("fluximp-launcher-") as path:
+        with users.world_dir("fluximp-launcher-") as path:
             yield path
     finally:
         os.umask(old)
@@ -481,7 +469,7 @@ def _close_stdio() -> None:
 
 
 def _run_with_closed_stdio(launcher: Path, user: pwd.struct_passwd | None) -> dict[str, Any]:
-    with world_dir("fluximp-out-") as out:
+    with users.world_dir("fluximp-out-") as out:
         result = out / "report.json"
         proc = run(launcher, [f"--probe-out={result}"], user=user, setup=_close_stdio)
         assert proc.returncode == 0
@@ -611,7 +599,7 @@ def test_cwd_is_root(baseline: dict[str, Any]) -> None:
 def test_copied_launcher_keeps_working(
     launcher: Path, guest: pwd.struct_passwd, baseline: dict[str, Any]
 ) -> None:
-    with world_dir("fluximp-copy-") as elsewhere:
+    with users.world_dir("fluximp-copy-") as elsewhere:
         copy = elsewhere / "renamed"
         shutil.copy(launcher, copy)
         copy.chmod(0o4755)
@@ -636,7 +624,7 @@ def _refused(proc: subprocess.CompletedProcess[bytes], path: Path | str) -> None
 def test_insecure_sitedir_is_refused(
     spoil: str, guest: pwd.struct_passwd, prefix: Path, baseline: dict[str, Any]
 ) -> None:
-    with world_dir("fluximp-site-") as top:
+    with users.world_dir("fluximp-site-") as top:
         site = make_site(top / "site")
         exe = build(top / "flux-imp", sitedir=site)
         assert stable(report_of(run(exe, user=guest)))["resuid"] == baseline["resuid"]
@@ -649,7 +637,7 @@ def test_insecure_sitedir_is_refused(
 
 
 def test_insecure_sitedir_parent_is_refused(guest: pwd.struct_passwd) -> None:
-    with world_dir("fluximp-site-") as top:
+    with users.world_dir("fluximp-site-") as top:
         site = make_site(top / "a" / "site")
         (top / "a").chmod(0o775)
         _refused(run(build(top / "flux-imp", sitedir=site), user=guest), top / "a")
@@ -659,7 +647,7 @@ def test_sticky_world_writable_ancestor_is_accepted(
     guest: pwd.struct_passwd, baseline: dict[str, Any]
 ) -> None:
     """Like /tmp: others cannot rename root's entries in a sticky directory."""
-    with world_dir("fluximp-site-") as top:
+    with users.world_dir("fluximp-site-") as top:
         site = make_site(top / "sticky" / "site")
         (top / "sticky").chmod(0o1777)
         report = report_of(run(build(top / "flux-imp", sitedir=site), user=guest))
@@ -668,7 +656,7 @@ def test_sticky_world_writable_ancestor_is_accepted(
 
 def test_sticky_sitedir_is_refused(guest: pwd.struct_passwd) -> None:
     """SITEDIR is on sys.path: a sticky one still lets anyone add modules."""
-    with world_dir("fluximp-site-") as top:
+    with users.world_dir("fluximp-site-") as top:
         site = make_site(top / "site")
         site.chmod(0o1777)
         _refused(run(build(top / "flux-imp", sitedir=site), user=guest), site)
@@ -676,7 +664,7 @@ def test_sticky_sitedir_is_refused(guest: pwd.struct_passwd) -> None:
 
 @pytest.mark.parametrize("spoil", ["file group-writable", "file owned by user", "dir writable"])
 def test_insecure_interpreter_is_refused(spoil: str, guest: pwd.struct_passwd, site: Path) -> None:
-    with world_dir("fluximp-python-") as top:
+    with users.world_dir("fluximp-python-") as top:
         python = top / "bin" / "python3"
         python.parent.mkdir(mode=0o755)
         shutil.copy(PYTHON, python)
@@ -698,7 +686,7 @@ def test_interpreter_symlink_is_followed(
     guest: pwd.struct_passwd, site: Path, baseline: dict[str, Any]
 ) -> None:
     """A venv-style symlink works; its target and the link's directory are both checked."""
-    with world_dir("fluximp-python-") as top:
+    with users.world_dir("fluximp-python-") as top:
         bindir = top / "bin"
         bindir.mkdir(mode=0o755)
         (bindir / "python").symlink_to(PYTHON)
@@ -711,7 +699,7 @@ def test_interpreter_symlink_is_followed(
 
 
 def test_symlink_to_insecure_interpreter_is_refused(guest: pwd.struct_passwd, site: Path) -> None:
-    with world_dir("fluximp-python-") as top:
+    with users.world_dir("fluximp-python-") as top:
         (top / "bin").mkdir(mode=0o755)
         (top / "real").mkdir()
         (top / "real").chmod(0o775)  # the target's directory is insecure
@@ -724,7 +712,7 @@ def test_symlink_to_insecure_interpreter_is_refused(guest: pwd.struct_passwd, si
 
 
 def test_missing_interpreter_fails_closed(guest: pwd.struct_passwd, site: Path) -> None:
-    with world_dir("fluximp-python-") as top:
+    with users.world_dir("fluximp-python-") as top:
         exe = build(top / "flux-imp", python=str(top / "nope"), sitedir=site)
         proc = run(exe, user=guest)
     assert proc.returncode == 1

@@ -14,8 +14,9 @@ import pytest
 from flux_imp.sign import Context, SignError, b64, munge, unwrap, wrap, wrap_as
 from flux_imp.sign.kv import KV
 
+from . import users
 from .munged import MUNGE
-from .signconf import make_context
+from .signconf import make_context, sign_table
 
 SHA256 = 1
 BOGUS_HASH = 42
@@ -27,10 +28,7 @@ def sign_toml(
     socket: str | None, *, max_ttl: int = 60, default: str = "munge", extra: str = ""
 ) -> str:
     munge_table = f'[sign.munge]\nsocket-path = "{socket}"\n{extra}' if socket else extra
-    return (
-        f'[sign]\nmax-ttl = {max_ttl}\ndefault-type = "{default}"\n'
-        f'allowed-types = [ "munge" ]\n{munge_table}'
-    )
+    return sign_table(default, ["munge"], max_ttl) + munge_table
 
 
 @pytest.fixture
@@ -196,24 +194,8 @@ def test_wrap_as_other_user_fails_verify(ctx: Context) -> None:
 
 def sign_as_nobody(ctx: Context, header_userid: int) -> str:
     """wrap_as() in a child running as uid 65534, through the same munged."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        status = 1
-        try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            os.write(wfd, wrap_as(ctx, header_userid, b"x").encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as f:
-        token = f.read().decode()
-    assert os.waitpid(pid, 0)[1] == 0
-    return token
+    drop = users.with_ids(NOBODY, NOBODY, [])
+    return users.output_as(drop, lambda: wrap_as(ctx, header_userid, b"x").encode()).decode()
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another uid")

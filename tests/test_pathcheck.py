@@ -6,9 +6,7 @@ import contextlib
 import ctypes
 import os
 import platform
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flux_imp.pathcheck import PathError, c_dirname, path_is_secure
+
+from . import users
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown and seteuid")
@@ -47,13 +47,11 @@ def effective(uid: int, gid: int) -> Iterator[None]:
 @pytest.fixture
 def conf() -> Iterator[Path]:
     """A root-owned 0755 directory reachable by any euid (unlike tmp_path)."""
-    top = Path(tempfile.mkdtemp(prefix="pathcheck."))
-    top.chmod(0o755)
-    d = top / "conf.d"
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)  # mkdir's mode is masked by the umask
-    yield d
-    shutil.rmtree(top)
+    with users.world_dir("pathcheck.") as top:
+        d = top / "conf.d"
+        d.mkdir(mode=0o755)
+        d.chmod(0o755)  # mkdir's mode is masked by the umask
+        yield d
 
 
 def make(path: Path, mode: int = 0o644, owner: tuple[int, int] | None = None) -> Path:
@@ -188,26 +186,18 @@ def test_parent_symlink_is_unexpected_file_type(conf: Path) -> None:
 
 
 @needs_root
-def test_invalid_ownership_on_parent_directory(conf: Path) -> None:
+@pytest.mark.parametrize(("uid", "gid", "mode", "expected"), [
+    (NOBODY, 0, 0o755, "Invalid ownership on parent directory"),
+    (0, NOBODY, 0o770, "parent directory is group-writable without sticky bit"),
+    (0, NOBODY, 0o1770, None),
+], ids=["not-roots", "group-writable", "group-writable-sticky"])  # fmt: skip
+def test_parent_directory_ownership_and_group_write(
+    conf: Path, uid: int, gid: int, mode: int, expected: str | None
+) -> None:
     path = make(conf / "f.toml")
-    os.chown(conf, NOBODY, 0)
-    assert reason(path) == "Invalid ownership on parent directory"
-
-
-@needs_root
-def test_parent_group_writable_without_sticky_bit(conf: Path) -> None:
-    path = make(conf / "f.toml")
-    os.chown(conf, 0, NOBODY)
-    conf.chmod(0o770)
-    assert reason(path) == "parent directory is group-writable without sticky bit"
-
-
-@needs_root
-def test_parent_group_writable_with_sticky_bit_passes(conf: Path) -> None:
-    path = make(conf / "f.toml")
-    os.chown(conf, 0, NOBODY)
-    conf.chmod(0o1770)
-    assert reason(path) is None
+    os.chown(conf, uid, gid)
+    conf.chmod(mode)
+    assert reason(path) == expected
 
 
 @needs_root

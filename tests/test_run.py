@@ -12,22 +12,21 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import re
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flux_imp.imp import audit
 
-from . import impenv, test_proxy, users
+from . import impenv, users
 from .impenv import ImpInstall
-from .test_proxy import alive, finish, in_cgroup, ready_line, running
+from .jobs import TIMEOUT, alive, exits, finish, in_cgroup, ready_line, running
+from .syslogtrap import AUTHPRIV_NOTICE, AUTHPRIV_WARNING, SyslogTrap
 
 ROOT = pwd.getpwuid(0)
 FIXED_PATH = b"PATH=/usr/sbin:/usr/bin:/sbin:/bin"
@@ -47,42 +46,28 @@ SCRIPTS = {
     # ... or in the background, in the same process group: "<sh> <parent> <sleep>".
     "group.sh": "#!/bin/sh\nsleep 1000 &\necho $$ $PPID $!\nwait\n",
 }
-CONFIG = """\
-allow-sudo = true
-[run.test]
-allowed-users = ["{owner}"]
-allowed-environment = ["TEST_*", "EXACT_MATCH"]
-path = "{bin}/report.sh"
-[run.verified]
-allowed-users = ["{owner}"]
-allowed-environment = ["FOO*", "HOME"]
-path = "{bin}/report.sh"
-[run.noenv]
-allowed-users = ["{owner}"]
-path = "{bin}/report.sh"
-[run.nopath]
-allowed-users = ["{owner}"]
-[run.noexec]
-allowed-users = ["{owner}"]
-path = "{bin}/noexec.sh"
-[run.badpath]
-allowed-users = ["{owner}"]
-path = "report.sh"
-[run.notallowed]
-allowed-users = []
-path = "{bin}/report.sh"
-[run.allowednotset]
-path = "{bin}/report.sh"
-[run.sleep]
-allowed-users = ["{owner}"]
-path = "{bin}/sleep.sh"
-[run.group]
-allowed-users = ["{owner}"]
-path = "{bin}/group.sh"
-[run.checked]
-allowed-users = ["{owner}"]
-path = "{checked}/report.sh"
-"""
+
+
+def config(owner: pwd.struct_passwd, bindir: Path, checked: Path) -> str:
+    """The IMP config: a [run.NAME] table a case, each allowing only the
+    owner unless it says otherwise."""
+    report = f"{bindir}/report.sh"
+    commands: dict[str, dict[str, Any]] = {
+        "test": {"allowed-environment": ["TEST_*", "EXACT_MATCH"], "path": report},
+        "verified": {"allowed-environment": ["FOO*", "HOME"], "path": report},
+        "noenv": {"path": report},
+        "nopath": {},
+        "noexec": {"path": f"{bindir}/noexec.sh"},
+        "badpath": {"path": "report.sh"},  # relative
+        "notallowed": {"allowed-users": [], "path": report},
+        "allowednotset": {"allowed-users": None, "path": report},
+        "sleep": {"path": f"{bindir}/sleep.sh"},
+        "group": {"path": f"{bindir}/group.sh"},
+        "checked": {"path": f"{checked}/report.sh"},
+    }
+    return "allow-sudo = true\n" + "".join(
+        impenv.toml_table(f"run.{name}", {"allowed-users": [owner.pw_name], **keys})
+        for name, keys in commands.items())
 
 
 @dataclass(frozen=True)
@@ -129,8 +114,8 @@ def make_setup(imp: ImpInstall, owner: pwd.struct_passwd, top: Path, sudo: bool)
     for path, (text, mode) in files.items():
         path.write_text(text)
         os.chmod(path, mode)
-    text = CONFIG.format(owner=owner.pw_name, bin=bindir, checked=checked)
-    return RunSetup(imp, owner, bindir, checked, impenv.write_config(top / "conf.d", text), sudo)
+    pattern = impenv.write_config(top / "conf.d", config(owner, bindir, checked))
+    return RunSetup(imp, owner, bindir, checked, pattern, sudo)
 
 
 @pytest.fixture(params=[False, True], ids=["setuid", "sudo"])
@@ -187,17 +172,6 @@ def test_run_must_fail(setup: RunSetup, name: str, message: str) -> None:
     fatal(setup.run(name, "extra", "args"), message)
 
 
-def with_ids(uid: int, gid: int, groups: list[int]) -> Callable[[], None]:
-    """A preexec_fn: become ``uid``/``gid`` with supplementary ``groups``."""
-
-    def become() -> None:
-        os.setgroups(groups)
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-
-    return become
-
-
 def test_caller_without_passwd_entry(setuid: RunSetup) -> None:
     def known(uid: int) -> bool:
         with contextlib.suppress(KeyError):
@@ -205,7 +179,7 @@ def test_caller_without_passwd_entry(setuid: RunSetup) -> None:
         return False
 
     uid = next(uid for uid in range(54321, 60000) if not known(uid))
-    fatal(setuid.run("test", preexec=with_ids(uid, uid, [])), "Unable to lookup user")
+    fatal(setuid.run("test", preexec=users.with_ids(uid, uid, [])), "Unable to lookup user")
 
 
 def test_path_not_executable(setup: RunSetup) -> None:
@@ -264,8 +238,8 @@ def test_group_identity_is_roots(setup: RunSetup) -> None:
     # give the command root's gid and groups (initgroups("root", 0)).
     extra_group = 4242
     owner = setup.owner
-    caller = (with_ids(0, 0, [extra_group]) if setup.sudo
-              else with_ids(owner.pw_uid, owner.pw_gid, [owner.pw_gid, extra_group]))  # fmt: skip
+    caller = users.with_ids(0, 0, [extra_group]) if setup.sudo else users.with_ids(
+        owner.pw_uid, owner.pw_gid, [owner.pw_gid, extra_group])  # fmt: skip
     got = report(setup.run("test", preexec=caller))
     assert got.ids("Gid") == [0, 0, 0, 0]
     assert set(got.ids("Groups")) == set(os.getgrouplist("root", 0))
@@ -368,28 +342,26 @@ def test_signal_forwarded_and_shell_sees_128_plus_n(
     with running(proc):
         command, imp_pid = ready_line(proc)
         os.kill(imp_pid, sig)
-        out, _ = proc.communicate(timeout=test_proxy.TIMEOUT)  # stderr: the shell's "Terminated"
+        out, _ = proc.communicate(timeout=TIMEOUT)  # stderr: the shell's "Terminated"
     assert out == f"status {status}\n".encode()
     assert not alive(command)
 
 
-def exits(pid: int) -> bool:
-    """True once ``pid`` is gone: a process outside the IMP's wait may still be dying."""
-    deadline = time.monotonic() + test_proxy.TIMEOUT
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def test_signals_go_to_the_process_group(setup: RunSetup) -> None:
+@pytest.mark.parametrize(("sig", "status"), [
+    (signal.SIGTERM, -signal.SIGTERM),
+    # Not in cgroup-kill mode: the IMP SIGKILLs its child and the child's group.
+    (signal.SIGUSR1, -signal.SIGKILL),
+], ids=["SIGTERM", "SIGUSR1"])  # fmt: skip
+def test_signals_go_to_the_process_group(
+    setup: RunSetup, sig: signal.Signals, status: int
+) -> None:
     with running(setup.start("group")) as proc:
         command, _, background = ready_line(proc)
         assert os.getpgid(background) == command
-        os.kill(proc.pid, signal.SIGTERM)
-        assert finish(proc) == (-signal.SIGTERM, "")
-    assert exits(background)
+        os.kill(proc.pid, sig)
+        assert finish(proc) == (status, "")
+    assert not alive(command)
+    assert exits(background)  # not the IMP's child: it may still be dying
 
 
 def test_sigusr1_sigkills_the_command(setup: RunSetup) -> None:
@@ -398,9 +370,6 @@ def test_sigusr1_sigkills_the_command(setup: RunSetup) -> None:
         os.kill(proc.pid, signal.SIGUSR1)
         assert finish(proc) == (-signal.SIGKILL, "")
     assert not alive(command)
-
-
-job_cgroup = test_proxy.job_cgroup
 
 
 def test_sigusr1_sigkills_the_process_group_in_cgroup_kill_mode(
@@ -416,72 +385,15 @@ def test_sigusr1_sigkills_the_process_group_in_cgroup_kill_mode(
 
 # -- audit records -----------------------------------------------------------
 
-# In a private mount namespace: a /dev of its own whose "log" is our socket.
-_WITH_DEVLOG = r"""
-set -e
-top=$1; shift
-mount --bind /dev "$top/olddev"
-mount -t tmpfs -o mode=755 tmpfs /dev
-for node in null zero full random urandom; do
-    touch "/dev/$node"; mount --bind "$top/olddev/$node" "/dev/$node"
-done
-touch /dev/log; mount --bind "$top/log" /dev/log
-exec "$@"
-"""
-_RECORD = re.compile(r"<(\d+)>.*? flux-imp\[\d+\]: (.*)", re.DOTALL)
-AUTHPRIV_NOTICE, AUTHPRIV_WARNING = 10 << 3 | 5, 10 << 3 | 4
-
-
-@dataclass(frozen=True)
-class Syslog:
-    """Runs a command with /dev/log bound to a socket we read."""
-
-    top: Path
-    sock: socket.socket
-
-    def run(self, argv: list[str], *, user: pwd.struct_passwd | None, env: dict[str, str],
-            stdin: bytes = b"") -> tuple[subprocess.CompletedProcess[bytes], list[tuple[int, str]]]:
-        """``argv`` as ``user`` (None: root); its result and syslog records."""
-        become = [] if user is None else [
-            "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
-        wrapped = ["unshare", "--mount", "--propagation", "private",
-                   "sh", "-c", _WITH_DEVLOG, "sh", str(self.top), *become, *argv]
-        result = subprocess.run(wrapped, env=env, input=stdin, capture_output=True, cwd="/",
-                                timeout=60, check=False)
-        return result, self._records()
-
-    def _records(self) -> list[tuple[int, str]]:
-        found = []
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                match = _RECORD.fullmatch(self.sock.recv(65536).decode())
-                assert match, "not a flux-imp syslog record"
-                found.append((int(match[1]), match[2]))
-        return found
-
-
-@pytest.fixture
-def syslog(world_tmp: Path) -> Iterator[Syslog]:
-    top = world_tmp / "syslog"
-    (top / "olddev").mkdir(parents=True)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(top / "log"))
-        os.chmod(top / "log", 0o666)
-        sock.setblocking(False)
-        log = Syslog(top, sock)
-        probe, _ = log.run(["true"], user=None, env={"PATH": "/usr/bin:/bin"})
-        if probe.returncode != 0:
-            pytest.skip(f"no private mount namespace: {probe.stderr.decode().strip()}")
-        yield log
-
-
-def run_logged(setup: RunSetup, log: Syslog, *args: str, env: Mapping[str, str] | None = None
+def run_logged(setup: RunSetup, log: SyslogTrap, *args: str, binary: Path | None = None,
+               env: Mapping[str, str] | None = None,
                ) -> tuple[subprocess.CompletedProcess[bytes], list[tuple[int, str]]]:  # fmt: skip
-    return log.run(setup.argv(*args), user=None if setup.sudo else setup.owner,
-                   env=setup.env(env))
+    """``flux-imp run ARGS`` as the set-up's caller; its result and audit records."""
+    result = setup.run(*args, env=env, binary=binary, preexec=log.preexec(setup.preexec()))
+    return result, log.records()
 
 
-def test_audit_refusal_by_the_unprivileged_half(setuid: RunSetup, syslog: Syslog) -> None:
+def test_audit_refusal_by_the_unprivileged_half(setuid: RunSetup, syslog: SyslogTrap) -> None:
     result, records = run_logged(setuid, syslog, "nocommand")
     fatal(result, "run: nocommand: no configuration found")
     fields: dict[str, audit.Value] = {"half": "unprivileged", "caller_uid": setuid.owner.pw_uid,
@@ -490,17 +402,22 @@ def test_audit_refusal_by_the_unprivileged_half(setuid: RunSetup, syslog: Syslog
     assert records == [(AUTHPRIV_WARNING, audit.format_record("run", reason, fields))]
 
 
-def test_audit_refusal_by_the_privileged_half(setup: RunSetup, syslog: Syslog) -> None:
+def denied(setup: RunSetup, half: str) -> list[tuple[int, str]]:
+    """The records of ``run notallowed`` refused by ``half``."""
+    fields: dict[str, audit.Value] = {
+        "half": half, "caller_uid": setup.owner.pw_uid, "command": "notallowed",
+        "path": f"{setup.bin}/report.sh", "caller": setup.owner.pw_name}  # fmt: skip
+    outcome = "refused: run: permission denied"
+    return [(AUTHPRIV_WARNING, audit.format_record("run", outcome, fields))]
+
+
+def test_audit_refusal_by_the_privileged_half(setup: RunSetup, syslog: SyslogTrap) -> None:
     result, records = run_logged(setup, syslog, "notallowed")
     fatal(result, "run: permission denied")
-    fields: dict[str, audit.Value] = {
-        "half": "privileged", "caller_uid": setup.owner.pw_uid, "command": "notallowed",
-        "path": f"{setup.bin}/report.sh", "caller": setup.owner.pw_name}  # fmt: skip
-    expected = audit.format_record("run", "refused: run: permission denied", fields)
-    assert records == [(AUTHPRIV_WARNING, expected)]
+    assert records == denied(setup, "privileged")
 
 
-def test_audit_allowed_with_the_variables_passed(setup: RunSetup, syslog: Syslog) -> None:
+def test_audit_allowed_with_the_variables_passed(setup: RunSetup, syslog: SyslogTrap) -> None:
     result, records = run_logged(setup, syslog, "verified", env={"FOO1": "a", "BAR": "b"})
     assert report(result).environ[0] == b"FOO1=a"
     fields: dict[str, audit.Value] = {
@@ -510,12 +427,7 @@ def test_audit_allowed_with_the_variables_passed(setup: RunSetup, syslog: Syslog
     assert records == [(AUTHPRIV_NOTICE, audit.format_record("run", "allowed", fields))]
 
 
-def test_audit_unprivileged_mode(setuid: RunSetup, syslog: Syslog) -> None:
-    argv = setuid.argv("notallowed", binary=setuid.imp.unprivileged)
-    result, records = syslog.run(argv, user=setuid.owner, env=setuid.env())
+def test_audit_unprivileged_mode(setuid: RunSetup, syslog: SyslogTrap) -> None:
+    result, records = run_logged(setuid, syslog, "notallowed", binary=setuid.imp.unprivileged)
     fatal(result, "run: permission denied")
-    fields: dict[str, audit.Value] = {
-        "half": "unprivileged", "caller_uid": setuid.owner.pw_uid, "command": "notallowed",
-        "path": f"{setuid.bin}/report.sh", "caller": setuid.owner.pw_name}  # fmt: skip
-    expected = audit.format_record("run", "refused: run: permission denied", fields)
-    assert records == [(AUTHPRIV_WARNING, expected)]
+    assert records == denied(setuid, "unprivileged")

@@ -11,18 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux_imp.sign import (
-    NOVERIFY,
-    Context,
-    SignError,
-    unwrap,
-    unwrap_anymech,
-    wrap,
-    wrap_as,
-)
+from flux_imp.sign import NOVERIFY, Context, SignError, unwrap, unwrap_anymech, wrap, wrap_as
 from flux_imp.sign.kv import KV
 
-from .signconf import NONE_ONLY, make_context
+from .signconf import NONE_ONLY, make_context, sign_table
 
 NONE_1000 = "dmVyc2lvbgBpMQBtZWNoYW5pc20Ac25vbmUAdXNlcmlkAGkxMDAwAA=="
 
@@ -171,13 +163,13 @@ def test_sign_config_errors_are_lazy_and_exact(tmp_path: Path, toml: str, messag
 
 
 def test_max_ttl_minus_100_is_accepted(tmp_path: Path) -> None:
-    ctx = make_context(tmp_path, NONE_ONLY.replace("30", "-100"))
+    ctx = make_context(tmp_path, sign_table("none", max_ttl=-100))
     assert unwrap(ctx, wrap(ctx, b"x")).payload == b"x"
 
 
 def test_later_file_replaces_sign_table(tmp_path: Path) -> None:
     make_context(tmp_path, NONE_ONLY, "a.toml")
-    ctx = make_context(tmp_path, NONE_ONLY.replace('"none" ]', '"curve" ]'), "b.toml")
+    ctx = make_context(tmp_path, sign_table("none", ["curve"]), "b.toml")
     with pytest.raises(SignError, match="mechanism=none not allowed"):
         unwrap(ctx, wrap(ctx, b"x"))
 

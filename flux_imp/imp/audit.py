@@ -15,15 +15,32 @@ fits in one datagram; nothing is dropped silently.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import syslog
-from collections.abc import Iterator, Sequence
-from typing import Union
 
 from .log import ImpError
 
-Value = Union[str, int, Sequence[str], None]  # None: the field is left out
+# Annotations only: typing, collections and contextlib cost start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+    from typing import Union
+
+    Value = Union[str, int, Sequence[str], None]  # None: the field is left out
+
+    from hashlib import sha256
+else:
+    # CPython's own SHA-256 where it is built in (FIPS builds leave it out):
+    # hashlib loads OpenSSL's libcrypto, which costs start-up time and the
+    # lingering parent memory.  Same digest either way.
+    try:
+        from _sha2 import sha256  # 3.12+
+    except ImportError:
+        try:
+            from _sha256 import sha256  # 3.9 to 3.11
+        except ImportError:
+            from hashlib import sha256
 
 _MAX_TEXT = 1024  # characters of one string value
 _MAX_ITEMS = 64  # strings of one list value
@@ -57,6 +74,11 @@ def render(value: str | int | Sequence[str]) -> str:
     return "[" + ",".join(items) + "]"
 
 
+def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex, for records (e.g. of a J)."""
+    return sha256(data).hexdigest()
+
+
 def format_record(event: str, outcome: str, fields: dict[str, Value]) -> str:
     parts = [event]
     parts += [f"{key}={render(value)}" for key, value in fields.items() if value is not None]
@@ -88,14 +110,26 @@ class Trail:
     def decide(self, outcome: str, **fields: Value) -> None:
         record(self.event, outcome, **self.fields, **fields)
 
-    @contextlib.contextmanager
-    def refusals(self) -> Iterator[None]:
+    def refusals(self) -> _Refusals:
         """Record any failure inside the block as a refusal, then re-raise."""
-        try:
-            yield
-        except ImpError as exc:
-            self.decide(f"refused: {exc.message}")
-            raise
-        except Exception as exc:
-            self.decide(f"refused: internal error: {exc!r}")
-            raise
+        return _Refusals(self)
+
+
+class _Refusals:
+    """Trail.refusals()'s context manager (contextlib costs start-up time)."""
+
+    def __init__(self, trail: Trail) -> None:
+        self.trail = trail
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ImpError):
+            self.trail.decide(f"refused: {exc.message}")
+        elif isinstance(exc, Exception):
+            self.trail.decide(f"refused: internal error: {exc!r}")
+        # Returns None: the exception (and any other, SystemExit...) goes on.

@@ -5,21 +5,35 @@ cgroup2, or tmpfs with cgroup2 at /sys/fs/cgroup/unified (or cgroup v1's
 name=systemd hierarchy at /sys/fs/cgroup/systemd).  "cgroup kill" mode
 (SIGUSR1 kills every process in the cgroup) is on when the cgroup's
 basename starts with ``imp-shell`` or ``flux-``.
+
+statfs(2)'s answer is read from /proc/self/mountinfo where that is certain
+(see _fs_type), and asked of libc through ctypes otherwise: importing
+ctypes would cost every command milliseconds.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-from dataclasses import dataclass
 
 _TMPFS_MAGIC = 0x01021994
 _CGROUP_SUPER_MAGIC = 0x27E0EB
 _CGROUP2_SUPER_MAGIC = 0x63677270
 _ROOT = "/sys/fs/cgroup"
 
+# Filesystem type names that only one kind of superblock can have, with its
+# f_type.  "tmpfs" is shmem's (TMPFS_MAGIC), except on kernels without
+# CONFIG_SHMEM, where ramfs takes the name: see _fs_type().
+_MAGIC_BY_NAME = {
+    b"cgroup2": _CGROUP2_SUPER_MAGIC,
+    b"cgroup": _CGROUP_SUPER_MAGIC,
+    b"tmpfs": _TMPFS_MAGIC,
+}
 
-def _fs_type(path: str) -> int | None:
+
+def _statfs_type(path: str) -> int | None:
+    """statfs(2)'s f_type, through libc (ctypes costs milliseconds to import)."""
+    import ctypes
+
     # struct statfs starts with f_type (a long) on Linux; 256 bytes is ample.
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(256)
@@ -28,15 +42,59 @@ def _fs_type(path: str) -> int | None:
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
 
+def _read_mountinfo() -> dict[bytes, list[list[bytes]]]:
+    """Mount point -> its /proc/self/mountinfo lines (split); {} if unreadable."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    mounts: dict[bytes, list[list[bytes]]] = {}
+    for line in data.split(b"\n"):
+        fields = line.split(b" ")
+        if len(fields) >= 10:
+            mounts.setdefault(fields[4], []).append(fields)
+    return mounts
+
+
+def _fs_type(path: str, mounts: dict[bytes, list[list[bytes]]]) -> int | None:
+    """statfs(path)'s f_type, read from mountinfo when that is certain.
+
+    Only for a mount point: the mount on top there (the one no other mount
+    there covers) must be the filesystem that stat(path) reports (same
+    device) and have a type name that tells its f_type.  A "tmpfs" must
+    also report blocks (ramfs, which takes that name without CONFIG_SHMEM,
+    reports none).  Anything else asks statfs(2) itself.
+    """
+    here = mounts.get(os.fsencode(path), [])
+    parents = {fields[1] for fields in here}
+    top = [fields for fields in here if fields[0] not in parents]
+    if len(top) == 1:
+        fields = top[0]
+        try:
+            sep = fields.index(b"-", 6)
+            magic = _MAGIC_BY_NAME.get(fields[sep + 1])
+            st = os.stat(path)
+            same = fields[2] == b"%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+            if magic == _TMPFS_MAGIC and same:
+                same = os.statvfs(path).f_blocks > 0
+        except (ValueError, IndexError, OSError):
+            magic, same = None, False
+        if magic is not None and same:
+            return magic
+    return _statfs_type(path)
+
+
 def _mount() -> tuple[str, bool] | None:
     """(mount dir, unified) or None."""
-    kind = _fs_type(_ROOT)
+    mounts = _read_mountinfo()
+    kind = _fs_type(_ROOT, mounts)
     if kind == _CGROUP2_SUPER_MAGIC:
         return _ROOT, True
     if kind == _TMPFS_MAGIC:
-        if _fs_type(f"{_ROOT}/unified") == _CGROUP2_SUPER_MAGIC:
+        if _fs_type(f"{_ROOT}/unified", mounts) == _CGROUP2_SUPER_MAGIC:
             return f"{_ROOT}/unified", True
-        if _fs_type(f"{_ROOT}/systemd") == _CGROUP_SUPER_MAGIC:
+        if _fs_type(f"{_ROOT}/systemd", mounts) == _CGROUP_SUPER_MAGIC:
             return f"{_ROOT}/systemd", False
     return None
 
@@ -55,11 +113,30 @@ def _relpath(unified: bool) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class CgroupInfo:
-    path: str
-    unified: bool
-    kill_mode: bool
+class CgroupInfo(tuple[str, bool, bool]):
+    """The IMP's cgroup: a named tuple (``path, unified, kill_mode``) built
+    without dataclasses or typing, whose imports cost start-up time."""
+
+    __slots__ = ()
+
+    def __new__(cls, path: str, unified: bool, kill_mode: bool) -> CgroupInfo:
+        return tuple.__new__(cls, (path, unified, kill_mode))
+
+    @property
+    def path(self) -> str:
+        return self[0]
+
+    @property
+    def unified(self) -> bool:
+        return self[1]
+
+    @property
+    def kill_mode(self) -> bool:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return (f"CgroupInfo(path={self.path!r}, unified={self.unified!r}, "
+                f"kill_mode={self.kill_mode!r})")
 
     def procs(self) -> list[int]:
         with open(f"{self.path}/cgroup.procs", encoding="ascii") as f:

@@ -5,13 +5,18 @@ Halves are imported on demand so a command loads only what it needs.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+import sys
 
-from ..sign.kv import KV
-from .state import Imp
+# Annotations only: typing and collections cost start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
 
-Half = Callable[[Imp, KV], None]
+    from ..sign.kv import KV
+    from .state import Imp
+
+    Half = Callable[[Imp, KV], None]
 
 # name: (module, has a privileged half)
 _COMMANDS = {
@@ -22,11 +27,41 @@ _COMMANDS = {
     "casign": ("casign", True),
 }
 
+# What a command's privileged half imports late, on its own (after the
+# child's message), beside the half's module itself.  Only a hint for
+# prepare_parent(): nothing else depends on it.
+_PARENT_IMPORTS = {
+    "exec": ("flux_imp.imp.proxy", "flux_imp.sign.munge"),
+}
+
+
+def _import(name: str) -> ModuleType:
+    __import__(name)  # importlib itself would cost start-up time
+    return sys.modules[name]
+
 
 def find(name: str, privileged: bool) -> Half | None:
     entry = _COMMANDS.get(name)
     if entry is None or (privileged and not entry[1]):
         return None
-    module = importlib.import_module(f"{__package__}.{entry[0]}")
+    module = _import(f"{__package__}.{entry[0]}")
     half: Half = getattr(module, "parent" if privileged else "child")
     return half
+
+
+def prepare_parent(name: str) -> None:
+    """In the privileged parent, while the child works (before its message
+    arrives): import what the privileged half of command ``name`` will.
+
+    The parent would import the same after the message; done now, it runs
+    in parallel with the child instead of after it (5 ms less for exec).
+    ``name`` is the caller's argv[1], only a guess: what runs is still
+    decided by the child's message.  Nothing for a command without a
+    privileged half: the parent never runs such code.
+    """
+    entry = _COMMANDS.get(name)
+    if entry is None or not entry[1]:
+        return
+    _import(f"{__package__}.{entry[0]}")
+    for module in _PARENT_IMPORTS.get(name, ()):
+        _import(module)

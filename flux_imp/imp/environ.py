@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+TYPE_CHECKING = False  # annotations only: collections.abc costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class CallerEnv:

@@ -6,13 +6,14 @@ upstream's (INTEROP.md 4.4).
 The unprivileged child (running as the caller) parses everything hostile:
 argv, the JSON input (from stdin or ``FLUX_IMP_EXEC_HELPER``), J, options.
 It sends the privileged parent one kv message: ``J``, ``shell_path``,
-``args0..N`` and the device policy.
+``args0..N``, the device policy and resource limits.
 
 The privileged parent trusts none of it: it reloads the signing config as
 root, checks the caller, decodes the message strictly, verifies J again,
 resolves the target user from J, refuses root and shells not allowed,
-waits for the child, refuses what it cannot do yet (PAM, device
-containment) and only then forks the job shell through proxy.py.  The
+waits for the child, sets up the containment that is configured or
+requested (containment.py: PAM session, job cgroup and limits, device
+program, private /tmp) and only then forks the job shell through proxy.py.  The
 shell gets the target's credentials, cwd ``/``, the caller's umask and the
 caller's environment without dynamic-loader variables.
 
@@ -35,7 +36,7 @@ from ..sign import Context, SignError, unwrap
 from ..sign.kv import KV
 from . import audit, creds, helper, jsonin, options
 from .log import die, log
-from .options import DevicePolicy, OptionsError
+from .options import DevicePolicy, Limits, OptionsError
 from .state import Imp
 
 # glibc's secure-mode "unsecure" variables that do not start with LD_.
@@ -56,6 +57,7 @@ class Request:
     argv: list[str]  # the job shell's argv: [SHELL, ARG, ...]
     J: str
     device: DevicePolicy
+    limits: Limits
 
 
 def _note_command(trail: audit.Trail, argv: list[str]) -> None:
@@ -181,11 +183,15 @@ def _child_request(imp: Imp, trail: audit.Trail) -> Request:
     except OptionsError as exc:
         die(f"exec: failed to parse device containment policy: {exc.strerror}")
     log.debug(f"device: {device.policy}" if device.contained else "device: allow all")
+    try:
+        limits = options.limits_from_options(given.options)
+    except OptionsError as exc:
+        die(f"exec: failed to parse resource limits: {exc.strerror}")
     if proc is not None:
         status = proc.wait()
         if status != 0:
             die(f"exec: helper {command} failed with status=0x{status:04x}")
-    return Request(shell, argv, given.J, device)
+    return Request(shell, argv, given.J, device, limits)
 
 
 def _read_stdin() -> bytes:
@@ -202,6 +208,7 @@ def _put_request(request: Request, kv: KV) -> None:
     for i, arg in enumerate(request.argv):
         kv.put_str(f"args{i}", arg)
     options.encode(request.device, kv)
+    options.encode_limits(request.limits, kv)
 
 
 # ------------------------------------------------------------- privileged half
@@ -224,22 +231,35 @@ def parent(imp: Imp, kv: KV) -> None:
         if not imp.ps.wait():
             trail.decide("refused: unprivileged half failed")
             sys.exit(1)  # the child said why
-        if cf.as_bool(_exec_conf(imp, "pam-support")):
-            die("exec: pam-support=true, but IMP was built without --enable-pam")
-        if request.device.contained:
-            # Never start a job without the containment its owner asked for.
-            die("exec: device containment is not supported by this IMP yet")
         environ = _job_environment(imp)
         from .proxy import spawn_and_proxy  # the parent's alone
 
+        job = None
+        exec_conf = imp.conf.section("exec")
+        if _containment_wanted(exec_conf, request):
+            from .containment import Containment
+
+            job = Containment.setup(imp, exec_conf, request.argv[1], request.device,
+                                    request.limits, target, trail)
         trail.decide("allowed")
 
     def exec_child() -> NoReturn:
+        if job is not None:
+            job.enter()
         creds.become_user(target)
         os.umask(imp.umask)
         _exec_shell(request.shell, request.argv, environ)
 
-    spawn_and_proxy(imp, exec_child)
+    if job is None:
+        spawn_and_proxy(imp, exec_child)
+    spawn_and_proxy(imp, exec_child, job_cgroup=job.cgroup, finish=job.finish)
+
+
+def _containment_wanted(exec_conf: Any, request: Request) -> bool:
+    """Is any containment configured or requested?  (Cheap: no imports.)"""
+    return (request.device.contained or cf.as_bool(cf.get_in(exec_conf, "pam-support"))
+            or isinstance(cf.get_in(exec_conf, "cgroup"), dict)
+            or isinstance(cf.get_in(exec_conf, "private-tmp"), dict))
 
 
 def _decode_request(kv: KV) -> Request:
@@ -257,13 +277,17 @@ def _decode_request(kv: KV) -> Request:
         device = options.decode(kv)
     except OptionsError as exc:
         die(f"exec: failed to decode device containment policy: {exc.strerror}")
+    try:
+        limits = options.decode_limits(kv)
+    except OptionsError as exc:
+        die(f"exec: failed to decode resource limits: {exc.strerror}")
     names = kv.keys()
     if len(set(names)) != len(names) or any(
         name not in _MESSAGE_KEYS and not _ARG_KEY.fullmatch(name)
-        and not name.startswith("device.") for name in names
+        and not name.startswith(("device.", "limit.")) for name in names
     ):
         die("exec: unexpected data from privsep child")
-    return Request(shell, argv, token, device)
+    return Request(shell, argv, token, device, limits)
 
 
 def _decode_argv(kv: KV) -> list[str] | None:

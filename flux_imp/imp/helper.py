@@ -17,9 +17,17 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
-from collections.abc import Sequence
-from typing import NoReturn
+
+# Annotations only: typing and collections cost start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Sequence
+    from typing import NoReturn
+else:
+    # What signal wraps (loaded with the interpreter): the same functions
+    # and numbers, without the enums whose import costs milliseconds.
+    import _signal as signal
 
 
 def split_command(command: str) -> list[str]:

@@ -30,6 +30,10 @@ _SCHEMA: dict[str, str] = {
     "exec.allow-unprivileged-exec": "bool",
     "exec.pam-support": "bool",
     "exec.keep-loader-env": "bool",
+    "exec.cgroup": "table",  # present: each job gets its own cgroup (jobcgroup.py)
+    "exec.cgroup.parent": "string",
+    "exec.private-tmp": "table",  # present: private /tmp, /dev/shm (namespaces.py)
+    "exec.private-tmp.size": "string",
     "run": "table",
     "run.*": "table",
     "run.*.path": "string",

@@ -22,11 +22,14 @@ them), so an invalid document is reported only once its writer closes.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from typing import Dict, List, NoReturn, Tuple, Union
+# The exec child parses its input here: enum, dataclasses and typing would
+# cost it milliseconds of start-up, so the types below are for mypy only.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    import enum
+    from typing import Dict, List, NoReturn, Tuple, Union
 
-Json = Union[Dict[str, "Json"], List["Json"], str, int, float, bool, None]
+    Json = Union[Dict[str, "Json"], List["Json"], str, int, float, bool, None]
 
 _EOF = -1  # stream end, as fgetc's EOF
 _MAX_DEPTH = 2048  # JSON_PARSER_MAX_DEPTH
@@ -49,19 +52,59 @@ class JsonInputError(Exception):
         self.text = text
 
 
-class Absent(enum.Enum):
-    """``options`` was not given (distinct from an explicit JSON null)."""
+# Sentinels: for mypy, enums of one member (so that ``is ABSENT`` narrows a
+# type); at run time, plain singletons with the same repr.
+if TYPE_CHECKING:
 
-    ABSENT = 0
+    class Absent(enum.Enum):
+        """``options`` was not given (distinct from an explicit JSON null)."""
 
+        ABSENT = 0
+
+    class _Opened(enum.Enum):
+        OPENED = 0  # a container was opened and pushed
+
+else:
+
+    class Absent:
+        """``options`` was not given (distinct from an explicit JSON null)."""
+
+        __slots__ = ()
+
+        def __repr__(self) -> str:
+            return "<Absent.ABSENT: 0>"
+
+    class _Opened:
+        __slots__ = ()
+
+        def __repr__(self) -> str:
+            return "<_Opened.OPENED: 0>"
+
+    Absent.ABSENT = Absent()
+    _Opened.OPENED = _Opened()  # a container was opened and pushed
 
 ABSENT = Absent.ABSENT
 
 
-@dataclass(frozen=True)
-class ExecInput:
-    J: str  # the RFC 15 name
-    options: Json | Absent  # any JSON value: options.py judges it
+class ExecInput(tuple["str", "Json | Absent"]):
+    """The unpacked input: a named tuple (``J, options``) without typing.
+    ``J`` is the RFC 15 name; ``options`` any JSON value (options.py judges it)."""
+
+    __slots__ = ()
+
+    def __new__(cls, J: str, options: Json | Absent) -> ExecInput:
+        return tuple.__new__(cls, (J, options))
+
+    @property
+    def J(self) -> str:
+        return self[0]
+
+    @property
+    def options(self) -> Json | Absent:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"ExecInput(J={self.J!r}, options={self.options!r})"
 
 
 def parse(data: bytes) -> ExecInput:
@@ -123,12 +166,9 @@ def _utf8_valid(seq: list[int]) -> bool:
     return minimum <= value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF
 
 
-class _Opened(enum.Enum):
-    OPENED = 0  # a container was opened and pushed
-
-
-# An open container and, for an object, the key its next value goes to.
-_Open = Tuple[Union[Dict[str, Json], List[Json]], str]
+if TYPE_CHECKING:
+    # An open container and, for an object, the key its next value goes to.
+    _Open = Tuple[Union[Dict[str, Json], List[Json]], str]
 
 
 class _Parser:

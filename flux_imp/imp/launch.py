@@ -20,9 +20,7 @@ Call :func:`read_launch_data` once, at start-up: it closes fd 3.
 from __future__ import annotations
 
 import os
-import re
 import stat
-from typing import NamedTuple
 
 LAUNCH_FD = 3
 MAGIC = b"flux-imp-launch 1\0"
@@ -31,20 +29,43 @@ _IDENT = b"flux-imp-launch"
 # Linux caps argv plus environ at 6 MiB; anything bigger is not ours.
 _MAX_SIZE = 64 * 1024 * 1024
 
-_UMASK = re.compile(rb"umask=([0-7]{4})")
-_ENVC = re.compile(rb"envc=(0|[1-9][0-9]{0,8})")
+# Fields are checked with bytes methods, not re: every command starts here,
+# and importing re costs milliseconds.
+_OCTAL = frozenset(b"01234567")
+_DIGITS = frozenset(b"0123456789")
 
 
 class LaunchDataError(Exception):
     """fd 3 claims to hold launch data but it is malformed."""
 
 
-class LaunchData(NamedTuple):
-    """The caller's environment (``K=V`` bytes, caller order) and umask."""
+class LaunchData(tuple[list[bytes], int, bool]):
+    """The caller's environment (``K=V`` bytes, caller order) and umask.
 
-    environ: list[bytes]
-    umask: int
-    via_launcher: bool
+    A named tuple (``environ, umask, via_launcher``) built without typing or
+    collections, whose imports would cost every command start-up time.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, environ: list[bytes], umask: int, via_launcher: bool) -> LaunchData:
+        return tuple.__new__(cls, (environ, umask, via_launcher))
+
+    @property
+    def environ(self) -> list[bytes]:
+        return self[0]
+
+    @property
+    def umask(self) -> int:
+        return self[1]
+
+    @property
+    def via_launcher(self) -> bool:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return (f"LaunchData(environ={self.environ!r}, umask={self.umask!r}, "
+                f"via_launcher={self.via_launcher!r})")
 
 
 def read_launch_data(fd: int = LAUNCH_FD) -> LaunchData:
@@ -77,19 +98,27 @@ def parse_launch_data(data: bytes) -> tuple[list[bytes], int]:
     fields = body[:-1].split(b"\0")
     if len(fields) < 2:
         raise LaunchDataError("launch data: truncated (missing umask or envc)")
-    umask_match = _UMASK.fullmatch(fields[0])
-    if umask_match is None or int(umask_match.group(1), 8) > 0o777:
+    umask = _field(fields[0], b"umask=")
+    # "umask=" and exactly 4 octal digits, at most 0777.
+    if umask is None or len(umask) != 4 or not _OCTAL.issuperset(umask) \
+            or int(umask, 8) > 0o777:
         raise LaunchDataError("launch data: bad umask field")
-    envc_match = _ENVC.fullmatch(fields[1])
-    if envc_match is None:
+    envc = _field(fields[1], b"envc=")
+    # "envc=" and 0, or 1 to 9 decimal digits without a leading zero.
+    if envc is None or not 1 <= len(envc) <= 9 or not _DIGITS.issuperset(envc) \
+            or (envc[0] == 0x30 and len(envc) > 1):
         raise LaunchDataError("launch data: bad envc field")
     environ = fields[2:]
-    if len(environ) != int(envc_match.group(1)):
+    if len(environ) != int(envc):
         raise LaunchDataError(
-            f"launch data: {len(environ)} environment strings, "
-            f"header says {int(envc_match.group(1))}"
+            f"launch data: {len(environ)} environment strings, header says {int(envc)}"
         )
-    return environ, int(umask_match.group(1), 8)
+    return environ, int(umask, 8)
+
+
+def _field(field: bytes, name: bytes) -> bytes | None:
+    """The value of ``field`` if it is ``name`` followed by the value."""
+    return field[len(name) :] if field.startswith(name) else None
 
 
 def _read_if_ours(fd: int) -> bytes | None:
@@ -105,8 +134,11 @@ def _read_if_ours(fd: int) -> bytes | None:
         return None
     chunks: list[bytes] = []
     size = 0
+    # Ask for what fstat says is there (and one byte more, to see the end):
+    # a 1 MiB request would allocate and trim a 1 MiB buffer every time.
+    want = min(max(st.st_size + 1, 4096), 1 << 20)
     try:
-        while chunk := os.pread(fd, 1 << 20, size):
+        while chunk := os.pread(fd, want, size):
             chunks.append(chunk)
             size += len(chunk)
             if size > _MAX_SIZE:

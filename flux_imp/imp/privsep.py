@@ -9,17 +9,29 @@ trusts nothing in it: each command re-validates what matters.
 from __future__ import annotations
 
 import os
-import struct
 import sys
-from collections.abc import Callable
-from typing import NoReturn
 
 from ..sign.kv import KV, KVError
 from . import creds
 from .log import ImpError, log
 
+# Annotations only: typing and collections cost start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
 MAX_KVLEN = 4 * 1024 * 1024
-_LEN = struct.Struct("=i")
+# The length is a native C int (struct "=i"), packed with int methods.
+_LEN_SIZE = 4
+
+
+def _pack_len(length: int) -> bytes:
+    return length.to_bytes(_LEN_SIZE, sys.byteorder, signed=True)
+
+
+def _unpack_len(head: bytes) -> int:
+    return int.from_bytes(head, sys.byteorder, signed=True)
 
 
 def _read_exact(fd: int, count: int) -> bytes:
@@ -93,7 +105,7 @@ class Privsep:
         if not 0 < len(data) <= MAX_KVLEN:
             return False
         try:
-            _write_all(self.wfd, _LEN.pack(len(data)) + data)
+            _write_all(self.wfd, _pack_len(len(data)) + data)
         except OSError:
             return False
         return True
@@ -101,10 +113,10 @@ class Privsep:
     # -- parent side -----------------------------------------------------
     def recv(self) -> KV | None:
         """The child's message; None on EOF or any malformed message."""
-        head = _read_exact(self.rfd, _LEN.size)
-        if len(head) != _LEN.size:
+        head = _read_exact(self.rfd, _LEN_SIZE)
+        if len(head) != _LEN_SIZE:
             return None
-        (length,) = _LEN.unpack(head)
+        length = _unpack_len(head)
         if not 0 < length <= MAX_KVLEN:
             return None
         data = _read_exact(self.rfd, length)

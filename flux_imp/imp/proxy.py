@@ -3,7 +3,9 @@ run.c after fork, signals.c, pidinfo.c).
 
 The parent forks the child, forwards signals to it, turns SIGUSR1 into
 SIGKILL for the whole job (RFC 15), waits for the child and, in cgroup-kill
-mode, for its cgroup to empty, then exits the way the child did.
+mode, for its cgroup to empty, then exits the way the child did.  With a
+job cgroup of its own (jobcgroup.py), that cgroup is what SIGUSR1 kills and
+what the parent waits for, and ``finish`` runs once it is empty.
 
 Signals are handled synchronously: the parent keeps every signal blocked
 and takes the ones it handles (and SIGCHLD) with sigwaitinfo.  A Python
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from .cgroup import CgroupInfo
+    from .jobcgroup import JobCgroup
     from .state import Imp
 
 _FORWARDED = frozenset({
@@ -43,14 +46,18 @@ _FORWARDED = frozenset({
 _HANDLED = _FORWARDED | {signal.SIGUSR1}
 _WAITED = _HANDLED | {signal.SIGCHLD}
 _CGROUP_POLL = 1.0  # seconds; cgroup.procs cannot be watched
+_JOB_POLL = 0.05  # seconds; a job cgroup's cgroup.events is cheap to read
 _SETTLE = 0.002  # after a signal, let killed processes leave cgroup.procs
 
 
 def spawn_and_proxy(
-    imp: Imp, exec_child: Callable[[], NoReturn], *, signal_group: bool = False
+    imp: Imp, exec_child: Callable[[], NoReturn], *, signal_group: bool = False,
+    job_cgroup: JobCgroup | None = None, finish: Callable[[], None] | None = None,
 ) -> NoReturn:
     """Fork ``exec_child`` (in its own process group if ``signal_group``)
-    and stay as its proxy until it and its cgroup are gone; never returns."""
+    and stay as its proxy until it and its cgroup (``job_cgroup`` if given,
+    which the child enters itself) are gone, then call ``finish``; never
+    returns."""
     # An ignored SIGCHLD (possible without the launcher) would reap the child.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
@@ -58,6 +65,8 @@ def spawn_and_proxy(
     try:
         pid = os.fork()
     except OSError as exc:
+        if finish is not None:
+            finish()
         die(f"{imp.argv[1]}: fork: {exc.strerror}")
     if pid == 0:
         _child(exec_child, imp.umask, signal_group)
@@ -66,7 +75,7 @@ def spawn_and_proxy(
         # Also here, so a signal forwarded before the child's setpgrp() finds the group.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-    proxy = _Proxy(imp.cgroup, pid, signal_group)
+    proxy = _Proxy(imp.cgroup, job_cgroup, pid, signal_group)
     socket = imp.env.get("NOTIFY_SOCKET")
     _notify_or_warn(socket, "READY=1")
     sd_notify(socket, "STATUS=IMP is monitoring child and forwarding signals")
@@ -74,6 +83,8 @@ def spawn_and_proxy(
     _notify_or_warn(socket, "STOPPING=1")
     sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
     proxy.wait_cgroup()
+    if finish is not None:
+        finish()
     sd_notify(socket, "STATUS=cgroup is now empty, exiting")
     _exit_like(status)
 
@@ -106,14 +117,22 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool) -
 class _Proxy:
     """The parent's state: whom to signal and what to wait for."""
 
-    def __init__(self, cgroup: CgroupInfo, pid: int, signal_group: bool) -> None:
+    def __init__(
+        self, cgroup: CgroupInfo, job: JobCgroup | None, pid: int, signal_group: bool
+    ) -> None:
         self.cgroup = cgroup
+        self.job = job
         self.pid = pid
         # kill(-pgid) signals the group; None once there is nobody to forward to.
         self.target: int | None = -pid if signal_group else pid
 
     def handle(self, sig: int) -> None:
-        if sig == signal.SIGUSR1:
+        if sig == signal.SIGUSR1 and self.job is not None:
+            self.job.kill()
+            # The child may not have entered the cgroup yet.
+            with contextlib.suppress(OSError):
+                _kill_pids(_children(), signal.SIGKILL)
+        elif sig == signal.SIGUSR1:
             _kill_job(self.cgroup)
             if self.target is not None and self.target < 0:
                 # run: its whole process group too, even outside cgroup-kill mode.
@@ -141,6 +160,12 @@ class _Proxy:
 
     def wait_cgroup(self) -> None:
         """In cgroup-kill mode, handle signals until only the IMP is left."""
+        if self.job is not None:
+            while self.job.busy():
+                info = signal.sigtimedwait(_HANDLED, _JOB_POLL)
+                if info is not None:
+                    self.handle(info.si_signo)
+            return
         if not self.cgroup.kill_mode:
             return
         while _busy(self.cgroup):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import NoReturn
 
 from .. import config as cf
 from ..pathcheck import PathError, path_is_secure
@@ -29,6 +28,10 @@ from . import audit, creds, helper
 from .log import die
 from .proxy import spawn_and_proxy
 from .state import Imp
+
+TYPE_CHECKING = False  # annotations only: typing costs start-up time
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _ENV_PREFIX = "IMP_RUN_ENV_"  # privsep keys of the forwarded variables
 # flux-core gives these to every prolog and epilog: they pass any pattern list.

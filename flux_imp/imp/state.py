@@ -4,25 +4,40 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass, field
 
-from ..sign import Context
-from .cgroup import CgroupInfo
-from .environ import CallerEnv
-from .impconfig import ImpConfig
-from .privsep import Privsep
+# Annotations only: these modules are imported where they are used, and
+# the signing library is imported only by commands that sign or verify.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from ..sign import Context
+    from .cgroup import CgroupInfo
+    from .environ import CallerEnv
+    from .impconfig import ImpConfig
+    from .privsep import Privsep
 
 
-@dataclass
 class Imp:
-    argv: list[str]  # argv[0] is "flux-imp", argv[1] the command
-    env: CallerEnv
-    conf: ImpConfig
-    cgroup: CgroupInfo
-    umask: int  # the caller's, restored for the job
-    test_build: bool
-    ps: Privsep | None = None  # set in both halves when running setuid
-    _sign_ctx: Context | None = field(default=None, repr=False)
+    """The state (a plain class: dataclasses costs milliseconds to import)."""
+
+    def __init__(
+        self,
+        argv: list[str],  # argv[0] is "flux-imp", argv[1] the command
+        env: CallerEnv,
+        conf: ImpConfig,
+        cgroup: CgroupInfo,
+        umask: int,  # the caller's, restored for the job
+        test_build: bool,
+        ps: Privsep | None = None,  # set in both halves when running setuid
+        _sign_ctx: Context | None = None,
+    ) -> None:
+        self.argv = argv
+        self.env = env
+        self.conf = conf
+        self.cgroup = cgroup
+        self.umask = umask
+        self.test_build = test_build
+        self.ps = ps
+        self._sign_ctx = _sign_ctx
 
     @property
     def setuid(self) -> bool:
@@ -32,6 +47,8 @@ class Imp:
     def security_context(self) -> Context:
         """The signing library's context, configured as upstream's IMP does."""
         if self._sign_ctx is None:
+            from ..sign.context import Context
+
             ctx = Context(self.conf.security_flags)
             ctx.configure(self.conf.security_pattern)
             self._sign_ctx = ctx

@@ -10,8 +10,10 @@ from .state import Imp
 
 
 def pam_available() -> bool:
-    """Whether this IMP can open PAM sessions (set by the containment work)."""
-    return False
+    """Whether this IMP can open PAM sessions: libpam.so.0 loads."""
+    from .pam import load  # ctypes: only for this command and PAM itself
+
+    return load() is not None
 
 
 def child(imp: Imp, kv: KV) -> None:

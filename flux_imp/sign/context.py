@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import config as cf
 from ..paths import SECURITY_CONFIG_PATTERN
+from . import DISABLE_PATH_PARANOIA, FORCE_PATH_PARANOIA
 from .errors import SignError
 
-# flux_security_create() flags; at most one may be given.
-DISABLE_PATH_PARANOIA = 0x1
-FORCE_PATH_PARANOIA = 0x2
+TYPE_CHECKING = False  # annotations only: typing costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["DISABLE_PATH_PARANOIA", "FORCE_PATH_PARANOIA", "Context"]
 
 
 class Context:

@@ -9,19 +9,20 @@ through UTF-8 with surrogateescape, so any input round-trips exactly.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterator
-
-from .timestamp import format_time, parse_time
+# Every IMP command imports this module, and most never handle a double or
+# a timestamp: re, math and the timestamp code are imported on use (and
+# typing/collections not at all), to keep start-up fast.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 STRING, INT64, DOUBLE, BOOL, TIMESTAMP = "s", "i", "d", "b", "t"
 _TYPES = frozenset(b"sidbt")
 
-# strtoll(base 10) accepting the whole text: spaces, optional sign, digits.
-_INT_RE = re.compile(rb"[ \t\n\v\f\r]*[+-]?[0-9]+\Z")
+_SPACE = b" \t\n\v\f\r"
+_DIGITS = frozenset(b"0123456789")
 # strtod accepting the whole text: decimal, hex, inf/infinity, nan[(chars)].
-_DOUBLE_RE = re.compile(
+_DOUBLE_PATTERN = (
     rb"[ \t\n\v\f\r]*[+-]?("
     rb"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
     rb"|0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?[0-9]+)?"
@@ -45,16 +46,23 @@ def _s(raw: bytes) -> str:
 
 
 def parse_int64(raw: bytes) -> int | None:
-    if not _INT_RE.match(raw):
+    """strtoll(base 10) accepting the whole text: spaces, optional sign, digits."""
+    digits = raw.lstrip(_SPACE)
+    if digits[:1] in (b"+", b"-"):
+        digits = digits[1:]
+    if not digits or not _DIGITS.issuperset(digits):
         return None
-    val = int(raw.strip(b" \t\n\v\f\r"))
+    val = int(raw.lstrip(_SPACE))
     return val if _INT64_MIN <= val <= _INT64_MAX else None
 
 
 def parse_double(raw: bytes) -> float | None:
-    if not _DOUBLE_RE.match(raw):
+    import math
+    import re  # compiled (and cached by re) on first use
+
+    if not re.match(_DOUBLE_PATTERN, raw):
         return None
-    text = raw.strip(b" \t\n\v\f\r").decode("ascii")
+    text = raw.strip(_SPACE).decode("ascii")
     lower = text.lower().lstrip("+-")
     try:
         if lower.startswith("0x"):
@@ -148,6 +156,8 @@ class KV:
         self.put_raw(key, INT64, str(val).encode("ascii"))
 
     def put_double(self, key: str, val: float) -> None:
+        import math
+
         text = "%.6f" % val  # noqa: UP031 - C printf semantics wanted
         if math.isnan(val) and math.copysign(1.0, val) < 0:
             text = "-nan"  # glibc prints the sign of a NaN; Python does not
@@ -157,6 +167,8 @@ class KV:
         self.put_raw(key, BOOL, b"true" if val else b"false")
 
     def put_time(self, key: str, val: int) -> None:
+        from .timestamp import format_time
+
         try:
             text = format_time(val)
         except (ValueError, OverflowError) as exc:
@@ -200,6 +212,8 @@ class KV:
         raw = self._typed(key, TIMESTAMP)
         if raw is None:
             return None
+        from .timestamp import parse_time
+
         t = parse_time(raw)
         return 0 if t is None else t
 

@@ -11,20 +11,37 @@ counts is the local ``[sign] max-ttl``.
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
-import hmac
 import os
+import sys
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
 
 from .. import config as cf
 from .errors import SignError
 
+TYPE_CHECKING = False  # mypy reads this as true
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from hashlib import sha256
+    from hmac import compare_digest
+    from typing import Any  # annotations only: typing costs start-up time
+
     from .context import Context
     from .kv import KV
+else:
+    # CPython's own SHA-256 where it is built in: hashlib (and hmac, which
+    # imports it) load OpenSSL's libcrypto, which costs the IMP, verifying
+    # J in both halves, milliseconds each and the lingering parent memory.
+    # Builds without it (FIPS distributions) use hashlib's.  The digest is
+    # the same bytes either way.
+    try:
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256
+        else:
+            from _sha256 import sha256
+    except ImportError:
+        from hashlib import sha256
+    from _operator import _compare_digest as compare_digest  # hmac.compare_digest itself
 
 # Loaded by soname only: no search path comes from the caller's environment.
 _SONAME = "libmunge.so.2"
@@ -75,7 +92,24 @@ class _LibMunge:
         self.free.argtypes, self.free.restype = [vp], None
 
 
-@functools.cache
+class _Cached:
+    """``functools.cache`` of a function without arguments (cache_clear()
+    included): functools imports collections, which costs start-up time."""
+
+    def __init__(self, make: Callable[[], _LibMunge]) -> None:
+        self._make = make
+        self._value: _LibMunge | None = None
+
+    def __call__(self) -> _LibMunge:
+        if self._value is None:
+            self._value = self._make()  # an exception is not cached
+        return self._value
+
+    def cache_clear(self) -> None:
+        self._value = None
+
+
+@_Cached
 def _lib() -> _LibMunge:
     return _LibMunge()
 
@@ -117,7 +151,7 @@ class _State:
 
 
 def _digest(data: bytes) -> bytes:
-    return bytes([_HASH_SHA256]) + hashlib.sha256(data).digest()
+    return bytes([_HASH_SHA256]) + sha256(data).digest()
 
 
 def _state(ctx: Context) -> _State:
@@ -183,7 +217,7 @@ class MungeMech:
             raise SignError(f"sign-munge-verify: munge_decode: {state.strerror(state.decoder)}")
         if not payload or payload[0] != _HASH_SHA256:
             raise SignError("sign-munge-verify: unknown hash type")
-        if not hmac.compare_digest(payload, _digest(data)):
+        if not compare_digest(payload, _digest(data)):
             raise SignError("sign-munge-verify: SHA256 hash mismatch")
         userid = header.get_int("userid")
         # Upstream compares as uint64: a negative userid never matches.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from .errors import SignError
 
+TYPE_CHECKING = False  # annotations only: typing costs start-up time
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import Context
     from .kv import KV
 

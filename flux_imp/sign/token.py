@@ -6,16 +6,21 @@ because callers and tests match on them.
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any, NamedTuple
+import sys
 
 from .. import config as cf
 from . import b64
-from .context import Context
 from .errors import SignError
 from .kv import KV, KVError
-from .mech import Mechanism
+
+# Annotations only: typing costs the IMP start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .context import Context
+    from .mech import Mechanism
 
 NOVERIFY = 1  # FLUX_SIGN_NOVERIFY
 _VERSION = 1
@@ -29,10 +34,29 @@ _EINVAL = os.strerror(22)  # "Invalid argument"
 _ENOENT = os.strerror(2)
 
 
-class Unwrapped(NamedTuple):
-    payload: bytes
-    userid: int
-    mechanism: str
+class Unwrapped(tuple[bytes, int, str]):
+    """A named tuple (``payload, userid, mechanism``) without typing."""
+
+    __slots__ = ()
+
+    def __new__(cls, payload: bytes, userid: int, mechanism: str) -> Unwrapped:
+        return tuple.__new__(cls, (payload, userid, mechanism))
+
+    @property
+    def payload(self) -> bytes:
+        return self[0]
+
+    @property
+    def userid(self) -> int:
+        return self[1]
+
+    @property
+    def mechanism(self) -> str:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return (f"Unwrapped(payload={self.payload!r}, userid={self.userid!r}, "
+                f"mechanism={self.mechanism!r})")
 
 
 def lookup_mech(name: str) -> Mechanism | None:
@@ -40,7 +64,9 @@ def lookup_mech(name: str) -> Mechanism | None:
     mod = _MECH_MODULES.get(name)
     if mod is None:
         return None
-    mech: Mechanism = importlib.import_module(f"{__package__}.{mod}").MECH
+    name = f"{__package__}.{mod}"
+    __import__(name)  # importlib itself would cost start-up time
+    mech: Mechanism = sys.modules[name].MECH
     return mech
 
 

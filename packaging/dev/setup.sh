@@ -8,7 +8,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${FLUX_IMP_VENV:-/opt/flux-imp-dev/venv}
 pkgs=(python3 python3-venv python3-dev gcc make libcap-dev libsodium23
-      munge libmunge2 procps passwd util-linux)
+      munge libmunge2 procps passwd util-linux
+      libpam0g libpam-modules)  # PAM sessions; pam_limits/deny/exec for tests
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: must run as root" >&2
