@@ -11,24 +11,19 @@ import json
 import os
 import pwd
 import secrets
-import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from . import impenv, users
-
-# The exec test helpers live in test_proxy.py for now (one import to adapt).
-from .test_proxy import (
+from .jobs import (
     CONFIG,
     SHELL,
     TIMEOUT,
     ExecSetup,
     cgroup2_mount,
+    child_cgroup,
     running,
     sign_as,
     start_exec,
@@ -96,41 +91,10 @@ def procs(cgroup: Path) -> list[int]:
     return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
 
 
-@contextlib.contextmanager
-def dedicated_cgroup() -> Iterator[Path]:
+def dedicated_cgroup() -> contextlib.AbstractContextManager[Path]:
     """A fresh child cgroup of the cgroup2 root (never the root itself);
     everything in it and below is killed and removed afterwards."""
-    mount = cgroup2_mount()
-    if mount is None:
-        pytest.skip("no cgroup2 mount")
-    path = mount / f"fluximp-test-{secrets.token_hex(4)}"
-    try:
-        path.mkdir()
-    except OSError as exc:
-        pytest.skip(f"cannot create a cgroup: {exc}")
-    try:
-        yield path
-    finally:
-        _remove_tree(path)
-
-
-def _remove_tree(path: Path) -> None:
-    for child in sorted(p for p in path.iterdir() if p.is_dir()):
-        _remove_tree(child)
-    deadline = time.monotonic() + TIMEOUT
-    while (pids := procs(path)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-    while True:
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    return child_cgroup("fluximp-test-")
 
 
 def preexec(user: pwd.struct_passwd, *, cgroup: Path | None = None,

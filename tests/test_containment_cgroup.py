@@ -28,7 +28,7 @@ from .containment_helpers import (
     start,
 )  # fmt: skip
 from .impenv import ImpInstall
-from .test_proxy import ESCAPER, ExecSetup, alive, finish, ready_line, running
+from .jobs import ESCAPER, ExecSetup, alive, finish, ready_line, running
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from .containment_helpers import (
     start,
 )  # fmt: skip
 from .impenv import ImpInstall
-from .test_proxy import ExecSetup
+from .jobs import ExecSetup
 
 # -- the program, run by a model of the eBPF instructions we emit -----------
 

@@ -17,7 +17,7 @@ from flux_imp.imp import pam
 from . import users
 from .containment_helpers import make_setup, outcome, start
 from .impenv import ImpInstall
-from .test_proxy import ExecSetup
+from .jobs import ExecSetup
 
 # pam_limits starts from PID 1's limits: a hard limit above ours needs
 # CAP_SYS_RESOURCE (which containers may lack), so lower the hard one too.

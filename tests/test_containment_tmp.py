@@ -13,7 +13,7 @@ import pytest
 
 from .containment_helpers import make_setup, outcome, start
 from .impenv import ImpInstall
-from .test_proxy import ExecSetup, finish, ready_line, running
+from .jobs import ExecSetup, finish, ready_line, running
 
 # Writes a file in each private directory, prints its pid, the inode of
 # its mount namespace and what it sees, then waits to be killed.

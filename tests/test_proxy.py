@@ -29,40 +29,18 @@ from flux_imp.imp import proxy, sdnotify
 from . import users
 from .impenv import ImpInstall
 from .jobs import (
-    CONFIG,
     ESCAPER,
-    SHELL,
     SLEEPER,
-    TIMEOUT,
     ExecSetup,
     alive,
-    cgroup2_mount,
     exits,
     finish,
     in_cgroup,
     ready_line,
     running,
-    sign_as,
     start_exec,
     write_exec_config,
 )
-
-# containment_helpers.py and test_containment_*.py still import these from
-# here: their home is jobs.py now.
-__all__ = [
-    "CONFIG",
-    "ESCAPER",
-    "SHELL",
-    "TIMEOUT",
-    "ExecSetup",
-    "alive",
-    "cgroup2_mount",
-    "finish",
-    "ready_line",
-    "running",
-    "sign_as",
-    "start_exec",
-]
 
 # -- fixtures and local helpers --------------------------------------------
 
