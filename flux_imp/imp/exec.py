@@ -23,21 +23,26 @@ child runs the shell itself if ``allow-unprivileged-exec`` is set.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import re
 import sys
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 from .. import config as cf
-from ..sign import Context, SignError, unwrap
+from ..sign import SignError, unwrap
 from ..sign.kv import KV
 from . import audit, creds, helper, jsonin, options
 from .log import die, log
-from .options import DevicePolicy, Limits, OptionsError
-from .state import Imp
+from .options import OptionsError
+
+# Annotations only: re, dataclasses, typing and contextlib would cost both
+# halves milliseconds of start-up and the lingering parent memory.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from ..sign import Context
+    from .options import DevicePolicy, Limits
+    from .state import Imp
 
 # glibc's secure-mode "unsecure" variables that do not start with LD_.
 _LOADER_VARIABLES = frozenset(
@@ -45,19 +50,28 @@ _LOADER_VARIABLES = frozenset(
     b"MALLOC_CHECK_ MALLOC_TRACE NIS_PATH NLSPATH RESOLV_HOST_CONF RES_OPTIONS "
     b"TMPDIR TZDIR".split()
 )
-_ARG_KEY = re.compile(r"args(0|[1-9][0-9]*)")
 _MESSAGE_KEYS = frozenset({"cmd", "J", "shell_path"})
 
 
-@dataclass(frozen=True)
 class Request:
     """What the child sends and the parent decodes: the job to start."""
 
-    shell: str
-    argv: list[str]  # the job shell's argv: [SHELL, ARG, ...]
-    J: str
-    device: DevicePolicy
-    limits: Limits
+    __slots__ = ("J", "argv", "device", "limits", "shell")
+
+    def __init__(self, shell: str, argv: list[str], J: str, device: DevicePolicy,
+                 limits: Limits) -> None:
+        self.shell = shell
+        self.argv = argv  # the job shell's argv: [SHELL, ARG, ...]
+        self.J = J
+        self.device = device
+        self.limits = limits
+
+
+def _is_arg_key(name: str) -> bool:
+    """``args<N>``, N decimal without a leading zero (was re ``args(0|[1-9][0-9]*)``)."""
+    digits = name[4:]
+    return (name.startswith("args") and digits.isascii() and digits.isdigit()
+            and (digits == "0" or digits[0] != "0"))
 
 
 def _note_command(trail: audit.Trail, argv: list[str]) -> None:
@@ -65,10 +79,8 @@ def _note_command(trail: audit.Trail, argv: list[str]) -> None:
 
 
 def _note_token(trail: audit.Trail, token: str) -> None:
-    import hashlib  # only once there is a J to record
-
     raw = token.encode("utf-8", "surrogateescape")
-    trail.note(J_sha256=hashlib.sha256(raw).hexdigest())
+    trail.note(J_sha256=audit.sha256_hex(raw))
 
 
 # ---------------------------------------------------------------- both halves
@@ -196,9 +208,11 @@ def _child_request(imp: Imp, trail: audit.Trail) -> Request:
 
 def _read_stdin() -> bytes:
     chunks = []
-    with contextlib.suppress(OSError):  # a closed stdin reads as empty, like fgetc
+    try:  # not contextlib.suppress: contextlib costs start-up time
         while chunk := os.read(0, 1 << 16):
             chunks.append(chunk)
+    except OSError:  # a closed stdin reads as empty, like fgetc
+        pass
     return b"".join(chunks)
 
 
@@ -283,7 +297,7 @@ def _decode_request(kv: KV) -> Request:
         die(f"exec: failed to decode resource limits: {exc.strerror}")
     names = kv.keys()
     if len(set(names)) != len(names) or any(
-        name not in _MESSAGE_KEYS and not _ARG_KEY.fullmatch(name)
+        name not in _MESSAGE_KEYS and not _is_arg_key(name)
         and not name.startswith(("device.", "limit.")) for name in names
     ):
         die("exec: unexpected data from privsep child")

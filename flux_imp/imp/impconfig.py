@@ -9,14 +9,18 @@ value, so that nothing is misread silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from .. import config as cf
 from ..paths import IMP_CONFIG_PATTERN
 from ..sign import DISABLE_PATH_PARANOIA
-from .environ import CallerEnv
 from .log import die, log
+
+# Annotations only: every command loads its config here, and typing costs
+# start-up time (mypy reads the flag as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .environ import CallerEnv
 
 # Expected type of every key we know; "run.*" entries apply to each table.
 _SCHEMA: dict[str, str] = {
@@ -44,12 +48,16 @@ _SCHEMA: dict[str, str] = {
 }
 
 
-@dataclass
 class ImpConfig:
-    table: dict[str, Any]
-    # Where and how the signing library loads its configuration.
-    security_pattern: str | None
-    security_flags: int
+    """The loaded table (a plain class: dataclasses costs every command ~6 ms)."""
+
+    def __init__(
+        self, table: dict[str, Any], security_pattern: str | None, security_flags: int
+    ) -> None:
+        self.table = table
+        # Where and how the signing library loads its configuration.
+        self.security_pattern = security_pattern
+        self.security_flags = security_flags
 
     def section(self, name: str) -> Any:
         return cf.get_in(self.table, name)

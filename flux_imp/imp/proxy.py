@@ -19,9 +19,7 @@ paused until some forwarded signal arrives.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import time
 
@@ -32,12 +30,32 @@ from .sdnotify import notify, sd_notify
 # (the parent lingers for the whole job); mypy reads this as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
     from typing import NoReturn
 
     from .cgroup import CgroupInfo
     from .jobcgroup import JobCgroup
     from .state import Imp
+else:
+    # _signal is what signal wraps: the same functions and numbers, without
+    # its IntEnum classes (enum, functools, collections), which would cost
+    # every exec start-up time and every lingering parent memory.
+    import _signal as signal
+
+
+class _suppress:
+    """contextlib.suppress, without contextlib (start-up time and memory)."""
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        self.kinds = kinds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, self.kinds)
+
 
 _FORWARDED = frozenset({
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCONT,
@@ -73,7 +91,7 @@ def spawn_and_proxy(
     del exec_child  # its closure (J, passwd entry, ...) is the child's business
     if signal_group:
         # Also here, so a signal forwarded before the child's setpgrp() finds the group.
-        with contextlib.suppress(OSError):
+        with _suppress(OSError):
             os.setpgid(pid, pid)
     proxy = _Proxy(imp.cgroup, job_cgroup, pid, signal_group)
     socket = imp.env.get("NOTIFY_SOCKET")
@@ -95,7 +113,7 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool) -
     try:
         # Dispositions first, so nothing the parent set runs once unblocked.
         for sig in range(1, signal.SIGRTMIN):
-            with contextlib.suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
+            with _suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.umask(umask)  # the launcher set 022; the job gets what the caller had
@@ -130,16 +148,16 @@ class _Proxy:
         if sig == signal.SIGUSR1 and self.job is not None:
             self.job.kill()
             # The child may not have entered the cgroup yet.
-            with contextlib.suppress(OSError):
+            with _suppress(OSError):
                 _kill_pids(_children(), signal.SIGKILL)
         elif sig == signal.SIGUSR1:
             _kill_job(self.cgroup)
             if self.target is not None and self.target < 0:
                 # run: its whole process group too, even outside cgroup-kill mode.
-                with contextlib.suppress(OSError):
+                with _suppress(OSError):
                     os.kill(self.target, signal.SIGKILL)
         elif sig in _FORWARDED and self.target is not None:
-            with contextlib.suppress(OSError):  # already gone: nothing to forward to
+            with _suppress(OSError):  # already gone: nothing to forward to
                 os.kill(self.target, sig)
 
     def wait_child(self) -> int:
@@ -186,7 +204,7 @@ def _kill_job(cgroup: CgroupInfo) -> None:
     """SIGUSR1: SIGKILL the cgroup but us, else (or if that fails) our children."""
     count = -1
     if cgroup.kill_mode:
-        with contextlib.suppress(OSError):
+        with _suppress(OSError):
             count = cgroup.kill(signal.SIGKILL)
     if count >= 0:
         return
@@ -268,10 +286,10 @@ def _exit_like(status: int) -> NoReturn:
     if not os.WIFSIGNALED(status):
         os._exit(1)
     sig = os.WTERMSIG(status)
-    with contextlib.suppress(OSError, ValueError):  # SIGKILL keeps its default anyway
+    with _suppress(OSError, ValueError):  # SIGKILL keeps its default anyway
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-    with contextlib.suppress(OSError):
+    with _suppress(OSError):
         signal.raise_signal(sig)
     log.fatal(f"failed to raise signal {sig}")
     os._exit(128 + sig)
@@ -279,5 +297,5 @@ def _exit_like(status: int) -> NoReturn:
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        with _suppress(OSError, ValueError):
             stream.flush()
