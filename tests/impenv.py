@@ -111,10 +111,12 @@ def run(
     env: Mapping[str, str] | None = None,
     stdin: bytes = b"",
     timeout: float = 60,
+    cwd: Path | str = "/",
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run the IMP (as ``as_user``, a users.become() preexec) and capture output."""
+    """Run the IMP (as ``as_user``, a users.become() preexec) in ``cwd`` and
+    capture output."""
     return subprocess.run(
         [str(binary), *args], input=stdin, capture_output=True, timeout=timeout,
         env=dict(env) if env is not None else {"PATH": "/usr/bin:/bin"},
-        preexec_fn=as_user, cwd="/", check=False,
+        preexec_fn=as_user, cwd=cwd, check=False,
     )

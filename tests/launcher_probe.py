@@ -50,6 +50,7 @@ def main(test_build: int) -> None:
             "environ": [entry.decode("utf-8", "surrogateescape") for entry in data.environ],
             "umask": data.umask,
             "via_launcher": data.via_launcher,
+            "cwd": data.cwd,
         }
     except Exception as err:
         launch = {"error": f"{type(err).__name__}: {err}"}

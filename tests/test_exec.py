@@ -100,12 +100,12 @@ class Setup:
 
     def run(self, args: list[str], pattern: str, *, stdin: bytes = b"",
             as_user: Callable[[], None] | None = None, binary: Path | None = None,
-            env: dict[str, str] | None = None, **more: str
+            env: dict[str, str] | None = None, cwd: Path | str = "/", **more: str
             ) -> subprocess.CompletedProcess[bytes]:
-        """``flux-imp exec ARGS`` (default: as the owner, setuid test build)."""
+        """``flux-imp exec ARGS`` (default: as the owner, setuid test build, in /)."""
         return impenv.run(binary or self.imp.test_build, ["exec", *args],
                           as_user=as_user or users.become(self.owner),
-                          env=self.env(pattern, **(env or {}), **more), stdin=stdin)
+                          env=self.env(pattern, **(env or {}), **more), stdin=stdin, cwd=cwd)
 
     def script(self, name: str, text: str) -> str:
         """An executable file in the shared temp dir; its path."""
@@ -214,6 +214,32 @@ def test_helper_invalid_output_and_path_search(setup: Setup, pattern: str) -> No
     result = setup.run([SH, "-c", "echo ran"], pattern, FLUX_IMP_EXEC_HELPER="my-helper",
                        PATH=f"{setup.tmp}:/usr/bin:/bin")
     assert result.stderr == fatal("exec: invalid json input: '[' or '{' expected near 'foo'")
+
+
+@pytest.mark.parametrize(("helper", "path"), [("./helper.sh", "/usr/bin:/bin"),
+                                              ("helper.sh", "/usr/bin:.:/bin")],
+                         ids=["relative-path", "relative-PATH-entry"])
+def test_helper_runs_in_the_callers_cwd(setup: Setup, pattern: str, helper: str,
+                                        path: str) -> None:
+    """As upstream's, the helper starts in the caller's cwd (the shell in /)."""
+    token = sign_as(setup.guest, pattern)
+    setup.script("helper.sh", f"#!/bin/sh\nprintf '%s' '{request(token).decode()}'\n")
+    result = setup.run([SH, "-c", "echo ran; pwd"], pattern, cwd=setup.tmp,
+                       FLUX_IMP_EXEC_HELPER=helper, PATH=path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"ran\n/\n"
+
+
+def test_relative_config_pattern_is_read_from_the_callers_cwd(setup: Setup, pattern: str) -> None:
+    """A test build reads both the IMP and the signing config (in parent and
+    child) from the caller's cwd when the pattern is relative, as upstream."""
+    token = sign_as(setup.guest, pattern)
+    relative = os.path.relpath(pattern, setup.tmp)
+    result = setup.run([SH, "-c", "echo ran"], relative, stdin=request(token), cwd=setup.tmp)
+    assert (result.returncode, result.stdout) == (0, b"ran\n"), result.stderr
+    result = setup.run([SH, "-c", "echo ran"], relative, stdin=request(token))
+    assert result.returncode == 1
+    assert result.stderr.endswith(fatal("Failed to load configuration"))  # not found in /
 
 
 def test_helper_runs_as_the_caller_in_a_new_session_and_leaves_stdin_to_the_shell(

@@ -68,6 +68,21 @@ def test_bad_config_syntax(imp: ImpInstall, owner: pwd.struct_passwd, world_tmp:
     assert f"loading config: {world_tmp}/c/bad.toml: 1: syntax error".encode() in result.stderr
 
 
+def test_relative_config_pattern_is_read_from_the_callers_cwd(
+    imp: ImpInstall, owner: pwd.struct_passwd, world_tmp: Path
+) -> None:
+    """As upstream's test build; named as given, as upstream's messages do."""
+    impenv.write_config(world_tmp / "c", "bad =\n", "bad.toml")
+    result = impenv.run(imp.test_build, ["version"], as_user=users.become(owner),
+                        env=env_for("bad.toml"), cwd=world_tmp / "c")
+    assert result.returncode == 1
+    assert b"flux-imp: Warning: loading config: bad.toml: 1: syntax error" in result.stderr
+    installed = impenv.run(imp.installed, ["version"], as_user=users.become(owner),
+                           env=env_for("bad.toml"), cwd=world_tmp / "c")
+    assert b"bad.toml" not in installed.stderr
+    assert b"/etc/flux/imp/conf.d/*.toml" in installed.stderr
+
+
 def test_installed_build_ignores_config_pattern(
     imp: ImpInstall, owner: pwd.struct_passwd, pattern: str
 ) -> None:

@@ -452,6 +452,21 @@ def test_callers_cwd_is_ignored(
 ) -> None:
     report = report_of(run(launcher, user=guest, cwd=evil))
     assert report["cwd"] == "/"
+    assert report["launch"]["cwd"] == str(evil)  # data only, for the IMP's child
+    assert stable(report) == stable(baseline)
+
+
+def test_deleted_cwd_is_recorded_as_unknown(
+    launcher: Path, guest: pwd.struct_passwd, baseline: dict[str, Any]
+) -> None:
+    def lose_cwd() -> None:
+        gone = f"/tmp/fluximp-gone-{os.getpid()}"
+        os.mkdir(gone)
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    report = report_of(run(launcher, user=guest, setup=lose_cwd))
+    assert report["launch"]["cwd"] == ""
     assert stable(report) == stable(baseline)
 
 
@@ -592,8 +607,9 @@ def test_umask_is_data_python_runs_with_022(
     assert report["umask"] == 0o022
 
 
-def test_cwd_is_root(baseline: dict[str, Any]) -> None:
+def test_cwd_is_root(baseline: dict[str, Any], guest: pwd.struct_passwd) -> None:
     assert baseline["cwd"] == "/"
+    assert baseline["launch"]["cwd"] == guest.pw_dir  # where run() starts it
 
 
 def test_copied_launcher_keeps_working(
@@ -772,9 +788,9 @@ def test_make_install_production_build(tmp_path: Path) -> None:
 # ------------------------------------------------ launch data, in process
 
 
-def blob(environ: Sequence[bytes], umask: int = 0o022) -> bytes:
+def blob(environ: Sequence[bytes], umask: int = 0o022, cwd: bytes = b"/home/a b") -> bytes:
     """Launch data exactly as the C launcher writes it."""
-    head = b"flux-imp-launch 1\0umask=%04o\0envc=%d\0" % (umask, len(environ))
+    head = b"flux-imp-launch 1\0umask=%04o\0cwd=%s\0envc=%d\0" % (umask, cwd, len(environ))
     return head + b"".join(entry + b"\0" for entry in environ)
 
 
@@ -800,10 +816,17 @@ def _is_open(fd: int) -> bool:
 
 def test_read_launch_data_parses_and_closes_the_fd() -> None:
     environ = [b"A=1", "FLUX_JOB_ID=ƒ1".encode(), b"RAW=\xff", b"A=dup", b"no-equals", b""]
-    with memfd(blob(environ, 0o027)) as fd:
+    with memfd(blob(environ, 0o027, "/srv/ƒ".encode() + b"\xff")) as fd:
         data = read_launch_data(fd)
         assert not _is_open(fd)
-    assert data == launch.LaunchData(environ=environ, umask=0o027, via_launcher=True)
+    assert data == launch.LaunchData(environ=environ, umask=0o027, via_launcher=True,
+                                     cwd="/srv/ƒ\udcff")
+    assert data.cwd == "/srv/ƒ\udcff"
+
+
+def test_read_launch_data_with_unknown_cwd() -> None:
+    with memfd(blob([b"A=1"], cwd=b"")) as fd:
+        assert read_launch_data(fd) == launch.LaunchData([b"A=1"], 0o022, True, "")
 
 
 def test_read_launch_data_without_launcher_describes_this_process() -> None:
@@ -815,6 +838,22 @@ def test_read_launch_data_without_launcher_describes_this_process() -> None:
     mask = os.umask(0o022)
     os.umask(mask)
     assert data.umask == mask
+    assert data.cwd == os.getcwd()
+
+
+def test_read_launch_data_without_launcher_in_a_deleted_cwd(tmp_path: Path) -> None:
+    here = os.open(".", os.O_PATH)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    try:
+        os.chdir(gone)
+        gone.rmdir()
+        fd = os.open("/dev/null", os.O_RDONLY)
+        os.close(fd)
+        assert read_launch_data(fd).cwd == ""
+    finally:
+        os.fchdir(here)
+        os.close(here)
 
 
 def test_read_launch_data_leaves_a_pipe_alone() -> None:
@@ -844,7 +883,7 @@ def test_read_launch_data_rejects_another_version() -> None:
 
 
 def test_read_launch_data_rejects_every_truncation() -> None:
-    full = blob([b"A=1", b"BB=22", b""], 0o077)
+    full = blob([b"A=1", b"BB=22", b""], 0o077, b"/a/b")
     for size in range(len(b"flux-imp-launch"), len(full)):
         with memfd(full[:size]) as fd, pytest.raises(LaunchDataError):
             read_launch_data(fd)
@@ -859,18 +898,26 @@ def test_read_launch_data_rejects_oversize(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize(
     "body",
     [
-        b"umask=022\0envc=0\0",
-        b"umask=00022\0envc=0\0",
-        b"umask=0800\0envc=0\0",
-        b"umask=1000\0envc=0\0",
-        b"umask=0022 \0envc=0\0",
-        b"umask=0022\0envc=01\0",
-        b"umask=0022\0envc=-1\0",
-        b"umask=0022\0envc=\0",
-        b"umask=0022\0envc=1\0",
-        b"umask=0022\0envc=0\0A=1\0",
-        b"umask=0022\0envc=2\0A=1\0",
-        b"envc=0\0umask=0022\0",
+        b"umask=022\0cwd=/\0envc=0\0",
+        b"umask=00022\0cwd=/\0envc=0\0",
+        b"umask=0800\0cwd=/\0envc=0\0",
+        b"umask=1000\0cwd=/\0envc=0\0",
+        b"umask=0022 \0cwd=/\0envc=0\0",
+        b"umask=0022\0cwd=/\0envc=01\0",
+        b"umask=0022\0cwd=/\0envc=-1\0",
+        b"umask=0022\0cwd=/\0envc=\0",
+        b"umask=0022\0cwd=/\0envc=1\0",
+        b"umask=0022\0cwd=/\0envc=0\0A=1\0",
+        b"umask=0022\0cwd=/\0envc=2\0A=1\0",
+        b"umask=0022\0envc=0\0",  # no cwd field (version 1 without it)
+        b"umask=0022\0cwd=tmp\0envc=0\0",  # relative
+        b"umask=0022\0cwd= /\0envc=0\0",
+        b"umask=0022\0cwd\0envc=0\0",
+        b"umask=0022\0CWD=/\0envc=0\0",
+        b"umask=0022\0envc=0\0cwd=/\0",
+        b"cwd=/\0umask=0022\0envc=0\0",
+        b"envc=0\0umask=0022\0cwd=/\0",
+        b"umask=0022\0cwd=/\0",
         b"umask=0022\0",
         b"",
     ],
@@ -883,6 +930,7 @@ def test_parse_launch_data_is_strict(body: bytes) -> None:
 @given(
     environ=st.lists(st.binary().map(lambda b: b.replace(b"\0", b""))),
     umask=st.integers(0, 0o777),
+    cwd=st.one_of(st.just(b""), st.binary().map(lambda b: b"/" + b.replace(b"\0", b""))),
 )
-def test_parse_launch_data_round_trips(environ: list[bytes], umask: int) -> None:
-    assert parse_launch_data(blob(environ, umask)) == (environ, umask)
+def test_parse_launch_data_round_trips(environ: list[bytes], umask: int, cwd: bytes) -> None:
+    assert parse_launch_data(blob(environ, umask, cwd)) == (environ, umask, os.fsdecode(cwd))

@@ -9,6 +9,8 @@ value, so that nothing is misread silently.
 
 from __future__ import annotations
 
+import os
+
 from .. import config as cf
 from ..paths import IMP_CONFIG_PATTERN
 from ..sign import DISABLE_PATH_PARANOIA
@@ -18,9 +20,12 @@ from .log import die, log
 # start-up time (mypy reads the flag as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
 
     from .environ import CallerEnv
+
+    T = TypeVar("T")
 
 # Expected type of every key we know; "run.*" entries apply to each table.
 _SCHEMA: dict[str, str] = {
@@ -85,8 +90,36 @@ def _lint(table: dict[str, Any], path: list[str]) -> None:
             _lint(value, here)
 
 
-def load(env: CallerEnv, test_build: bool) -> ImpConfig:
-    """Load and lint the IMP config; die with upstream's messages."""
+def in_callers_cwd(pattern: str | None, cwd: str, load: Callable[[], T]) -> T:
+    """``load()`` with a relative ``pattern`` read from the caller's ``cwd``.
+
+    Only a test build has a pattern of the caller's choosing, and upstream's
+    test build resolves a relative one against the caller's cwd.  Running
+    the load there (rather than joining cwd to the pattern) keeps glob's
+    names relative, so every message names the files exactly as upstream's.
+    The privileged parent returns to "/" (wherever it was) right after; in a
+    test build only, which is never installed.  Unknown or unreachable cwd:
+    load where we are, as a relative pattern would in "/".
+    """
+    if not pattern or pattern[0] == "/" or not cwd:
+        return load()
+    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            os.chdir(cwd)
+        except OSError:
+            pass
+        return load()
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def load(env: CallerEnv, test_build: bool, cwd: str = "") -> ImpConfig:
+    """Load and lint the IMP config; die with upstream's messages.
+
+    ``cwd`` is the caller's ("" if unknown): a test build's relative
+    FLUX_IMP_CONFIG_PATTERN is read from there, as upstream's."""
     pattern = IMP_CONFIG_PATTERN
     base: dict[str, object] = {}
     security_pattern: str | None = None
@@ -99,7 +132,9 @@ def load(env: CallerEnv, test_build: bool) -> ImpConfig:
             base["disable-path-paranoia"] = True
             security_flags = DISABLE_PATH_PARANOIA
     try:
-        table, count = cf.load_glob(pattern, base=base)
+        table, count = in_callers_cwd(
+            security_pattern, cwd, lambda: cf.load_glob(pattern, base=base)
+        )
     except cf.ConfigError as exc:
         log.warn(f"loading config: {exc.filename}: {exc.lineno}: {exc.text}")
         die("Failed to load configuration")

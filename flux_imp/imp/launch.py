@@ -1,4 +1,4 @@
-"""What the setuid launcher hands over: the caller's environment and umask.
+"""What the setuid launcher hands over: the caller's environment, umask and cwd.
 
 The launcher (``packaging/launcher/flux-imp.c``) starts the interpreter with
 an environment of its own (``LC_ALL=C.UTF-8`` only) and passes what the
@@ -6,11 +6,12 @@ caller had as data on fd 3, a memfd holding::
 
     b"flux-imp-launch 1\\0"
     b"umask=<4 octal digits>\\0"
+    b"cwd=<absolute path, or empty when unknown>\\0"
     b"envc=<decimal count>\\0"
     <count> environ strings, each followed by b"\\0", in the caller's order
 
 When the IMP runs without the launcher (``python -m``, unprivileged) there
-is no such fd and the interpreter's own environment and umask are the
+is no such fd and the interpreter's own environment, umask and cwd are the
 caller's.  ``via_launcher`` says which case applied; it is not a proof of
 privilege (privilege is the effective uid).
 
@@ -39,17 +40,21 @@ class LaunchDataError(Exception):
     """fd 3 claims to hold launch data but it is malformed."""
 
 
-class LaunchData(tuple[list[bytes], int, bool]):
-    """The caller's environment (``K=V`` bytes, caller order) and umask.
+class LaunchData(tuple[list[bytes], int, bool, str]):
+    """The caller's environment (``K=V`` bytes, caller order), umask and
+    working directory (``""`` when unknown, e.g. deleted).
 
-    A named tuple (``environ, umask, via_launcher``) built without typing or
-    collections, whose imports would cost every command start-up time.
+    A named tuple (``environ, umask, via_launcher, cwd``) built without
+    typing or collections, whose imports would cost every command start-up
+    time.
     """
 
     __slots__ = ()
 
-    def __new__(cls, environ: list[bytes], umask: int, via_launcher: bool) -> LaunchData:
-        return tuple.__new__(cls, (environ, umask, via_launcher))
+    def __new__(
+        cls, environ: list[bytes], umask: int, via_launcher: bool, cwd: str
+    ) -> LaunchData:
+        return tuple.__new__(cls, (environ, umask, via_launcher, cwd))
 
     @property
     def environ(self) -> list[bytes]:
@@ -63,9 +68,13 @@ class LaunchData(tuple[list[bytes], int, bool]):
     def via_launcher(self) -> bool:
         return self[2]
 
+    @property
+    def cwd(self) -> str:
+        return self[3]
+
     def __repr__(self) -> str:
         return (f"LaunchData(environ={self.environ!r}, umask={self.umask!r}, "
-                f"via_launcher={self.via_launcher!r})")
+                f"via_launcher={self.via_launcher!r}, cwd={self.cwd!r})")
 
 
 def read_launch_data(fd: int = LAUNCH_FD) -> LaunchData:
@@ -75,7 +84,7 @@ def read_launch_data(fd: int = LAUNCH_FD) -> LaunchData:
     with the launcher's identifier; it is then read whole and parsed
     strictly (:class:`LaunchDataError` on any defect).  Otherwise ``fd`` is
     left untouched and the interpreter's own environment and umask are
-    returned.
+    returned, with its cwd (``""`` if that is gone).
     """
     data = _read_if_ours(fd)
     if data is None:
@@ -83,37 +92,42 @@ def read_launch_data(fd: int = LAUNCH_FD) -> LaunchData:
             environ=[key + b"=" + value for key, value in os.environb.items()],
             umask=_current_umask(),
             via_launcher=False,
+            cwd=_current_cwd(),
         )
-    environ, umask = parse_launch_data(data)
-    return LaunchData(environ=environ, umask=umask, via_launcher=True)
+    environ, umask, cwd = parse_launch_data(data)
+    return LaunchData(environ=environ, umask=umask, via_launcher=True, cwd=cwd)
 
 
-def parse_launch_data(data: bytes) -> tuple[list[bytes], int]:
-    """Split launch data into (environ, umask); raise on any defect."""
+def parse_launch_data(data: bytes) -> tuple[list[bytes], int, str]:
+    """Split launch data into (environ, umask, cwd); raise on any defect."""
     if not data.startswith(MAGIC):
         raise LaunchDataError("launch data: unsupported version or bad header")
     body = data[len(MAGIC) :]
     if not body.endswith(b"\0"):
         raise LaunchDataError("launch data: truncated (no final NUL)")
     fields = body[:-1].split(b"\0")
-    if len(fields) < 2:
-        raise LaunchDataError("launch data: truncated (missing umask or envc)")
+    if len(fields) < 3:
+        raise LaunchDataError("launch data: truncated (missing umask, cwd or envc)")
     umask = _field(fields[0], b"umask=")
     # "umask=" and exactly 4 octal digits, at most 0777.
     if umask is None or len(umask) != 4 or not _OCTAL.issuperset(umask) \
             or int(umask, 8) > 0o777:
         raise LaunchDataError("launch data: bad umask field")
-    envc = _field(fields[1], b"envc=")
+    cwd = _field(fields[1], b"cwd=")
+    # "cwd=" and nothing (unknown), or an absolute path.
+    if cwd is None or (cwd and cwd[0] != 0x2F):
+        raise LaunchDataError("launch data: bad cwd field")
+    envc = _field(fields[2], b"envc=")
     # "envc=" and 0, or 1 to 9 decimal digits without a leading zero.
     if envc is None or not 1 <= len(envc) <= 9 or not _DIGITS.issuperset(envc) \
             or (envc[0] == 0x30 and len(envc) > 1):
         raise LaunchDataError("launch data: bad envc field")
-    environ = fields[2:]
+    environ = fields[3:]
     if len(environ) != int(envc):
         raise LaunchDataError(
             f"launch data: {len(environ)} environment strings, header says {int(envc)}"
         )
-    return environ, int(umask, 8)
+    return environ, int(umask, 8), os.fsdecode(cwd)
 
 
 def _field(field: bytes, name: bytes) -> bytes | None:
@@ -146,6 +160,13 @@ def _read_if_ours(fd: int) -> bytes | None:
     finally:
         os.close(fd)  # ours: nothing after start-up may inherit it
     return b"".join(chunks)
+
+
+def _current_cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""  # deleted: unknown, as the launcher records it
 
 
 def _current_umask() -> int:

@@ -48,6 +48,15 @@ def _set_process_name() -> None:
 def _child(imp: Imp, ps: Privsep | None) -> None:
     """The unprivileged half: find the command and run its child side."""
     imp.ps = ps
+    # Upstream's IMP runs in the caller's cwd, so a relative exec helper (or
+    # PATH entry) works.  Only here, with privileges dropped (or never held),
+    # so the caller's own permissions decide whether it can go back there;
+    # if not (or the cwd is unknown), it stays in "/".  The parent never does.
+    if imp.cwd:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            os.chdir(imp.cwd)
+        except OSError:
+            pass
     if len(imp.argv) < 2:
         die("command required")
     name = imp.argv[1]
@@ -90,14 +99,15 @@ def _run(test_build: bool) -> int:
         die(f"launcher: {exc}")
     _set_process_name()
     env = CallerEnv(launch.environ)
-    conf = impconfig.load(env, test_build)
+    conf = impconfig.load(env, test_build, launch.cwd)
     level = conf.section("log-level")
     if level is not None and not log.set_level(cf.as_str(level)):
         log.warn(f"unknown log-level '{cf.as_str(level)}', ignoring")
     info = cgroup.detect()
     if info is None:
         die("Failed to get current cgroup info")
-    imp = Imp(["flux-imp", *sys.argv[1:]], env, conf, info, launch.umask, test_build)
+    imp = Imp(["flux-imp", *sys.argv[1:]], env, conf, info, launch.umask, test_build,
+              cwd=launch.cwd)
     if os.geteuid() != 0:
         _child(imp, None)  # not setuid: the unprivileged half only
         return 0

@@ -29,6 +29,7 @@ class Imp:
         test_build: bool,
         ps: Privsep | None = None,  # set in both halves when running setuid
         _sign_ctx: Context | None = None,
+        cwd: str = "",  # the caller's ("" if unknown); only the child runs there
     ) -> None:
         self.argv = argv
         self.env = env
@@ -38,6 +39,7 @@ class Imp:
         self.test_build = test_build
         self.ps = ps
         self._sign_ctx = _sign_ctx
+        self.cwd = cwd
 
     @property
     def setuid(self) -> bool:
@@ -48,9 +50,12 @@ class Imp:
         """The signing library's context, configured as upstream's IMP does."""
         if self._sign_ctx is None:
             from ..sign.context import Context
+            from .impconfig import in_callers_cwd
 
             ctx = Context(self.conf.security_flags)
-            ctx.configure(self.conf.security_pattern)
+            pattern = self.conf.security_pattern
+            # Set only by a test build: relative to the caller's cwd, as upstream.
+            in_callers_cwd(pattern, self.cwd, lambda: ctx.configure(pattern))
             self._sign_ctx = ctx
         return self._sign_ctx
 

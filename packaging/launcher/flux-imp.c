@@ -3,12 +3,12 @@
  * Linux ignores the setuid bit on scripts, so this is installed setuid root
  * and starts a fixed Python interpreter, isolated, on a fixed module.  It
  * parses nothing and reads no configuration: it scrubs the process state a
- * caller could have planted, hands the caller's environment and umask to
- * Python as data on fd 3, and execs.  Everything is fixed at build time.
+ * caller could have planted, hands the caller's environment, umask and cwd
+ * to Python as data on fd 3, and execs.  Everything is fixed at build time.
  *
  * Launch data on fd 3 (a memfd, read by flux_imp/imp/launch.py):
- *   "flux-imp-launch 1\0" "umask=<4 octal digits>\0" "envc=<decimal>\0"
- *   then envc strings from environ, each followed by "\0".
+ *   "flux-imp-launch 1\0" "umask=<4 octal digits>\0" "cwd=<path or empty>\0"
+ *   "envc=<decimal>\0" then envc strings from environ, each followed by "\0".
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -118,10 +118,10 @@ static void write_all(int fd, const char *buf, size_t len)
     }
 }
 
-/* The caller's environment and umask reach Python only as bytes on fd 3,
- * never as the interpreter's environment.  environ has already been cleaned
- * of LD_PRELOAD & co. by glibc's secure mode when we run setuid. */
-static void write_launch_data(mode_t caller_umask)
+/* The caller's environment, umask and cwd reach Python only as bytes on
+ * fd 3, never as the interpreter's environment.  environ has already been
+ * cleaned of LD_PRELOAD & co. by glibc's secure mode when we run setuid. */
+static void write_launch_data(mode_t caller_umask, const char *cwd)
 {
     size_t envc = 0;
     for (char **e = environ; e && *e; e++)
@@ -135,8 +135,13 @@ static void write_launch_data(mode_t caller_umask)
         close(fd);
     }
     char head[64];
-    int n = snprintf(head, sizeof(head), "flux-imp-launch 1%cumask=%04o%cenvc=%zu%c",
-                     0, (unsigned)(caller_umask & 0777), 0, envc, 0);
+    int n = snprintf(head, sizeof(head), "flux-imp-launch 1%cumask=%04o%ccwd=",
+                     0, (unsigned)(caller_umask & 0777), 0);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        die("launch header");
+    write_all(LAUNCH_FD, head, (size_t)n);
+    write_all(LAUNCH_FD, cwd, strlen(cwd) + 1); /* a path has no NUL: with NUL */
+    n = snprintf(head, sizeof(head), "envc=%zu%c", envc, 0);
     if (n < 0 || (size_t)n >= sizeof(head))
         die("launch header");
     write_all(LAUNCH_FD, head, (size_t)n);
@@ -196,9 +201,14 @@ int main(int argc, char *argv[])
     close_other_fds();
     reset_signals();
     mode_t caller_umask = umask(022); /* a caller's umask 0 would leak into files root makes */
-    if (chdir("/") < 0) /* the caller's cwd must not matter to anything */
+    /* The cwd is data too: only the unprivileged child returns to it.  No
+     * cwd (deleted, too long, unreachable) is recorded as unknown. */
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof(cwd)) || cwd[0] != '/')
+        cwd[0] = '\0';
+    if (chdir("/") < 0) /* the caller's cwd must not matter to anything root does */
         die("chdir /");
-    write_launch_data(caller_umask);
+    write_launch_data(caller_umask, cwd);
     if (FLUX_IMP_PYTHON[0] != '/' || FLUX_IMP_SITEDIR[0] != '/') {
         errno = EINVAL; /* never search PATH or resolve against cwd */
         die("interpreter and site dir must be absolute");
