@@ -65,8 +65,7 @@ def child(imp: Imp, kv: KV) -> None:
         trail.note(public_key=b64.encode(cert.public_key))
         if imp.ps is not None:
             kv.join(cert.to_kv(), _KV_PREFIX)
-            if not imp.ps.send(kv):
-                die("casign: failed to communicate with privsep parent")
+            imp.ps.send(kv, "casign")
             return  # the parent decides and audits
         # As upstream, for tests: it signs only if the caller can read the CA key.
         log.warn("casign: imp is not installed setuid, proceeding anyway...")
@@ -77,8 +76,9 @@ def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("casign", "privileged")
     with trail.refusals():
         # Upstream does not wait; we reap the child before touching the CA key.
-        if imp.ps is None or not imp.ps.wait():
+        if imp.ps is None:
             die("casign: unprivileged process exited abnormally")
+        imp.ps.require_child_ok("casign")
         with _step("decode cert"):
             cert = Cert.from_kv(kv.split(_KV_PREFIX))
         trail.note(public_key=b64.encode(cert.public_key))

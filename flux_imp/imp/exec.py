@@ -155,8 +155,7 @@ def child(imp: Imp, kv: KV) -> None:
                 die("exec: shell not in allowed-shells")
             _put_request(request, kv)
             assert imp.ps is not None
-            if not imp.ps.send(kv):
-                die("exec: failed to communicate with privsep parent")
+            imp.ps.send(kv, "exec")
             return  # the parent decides and audits
         if not cf.as_bool(_exec_conf(imp, "allow-unprivileged-exec")):
             die("exec: IMP not installed setuid, operation disabled.")

@@ -100,15 +100,16 @@ class Privsep:
             os._exit(code)
 
     # -- child side ------------------------------------------------------
-    def send(self, kv: KV) -> bool:
+    def send(self, kv: KV, command: str) -> None:
+        """Send the one message; upstream's error for ``command`` if it cannot go."""
         data = kv.encode()
+        error = ImpError(f"{command}: failed to communicate with privsep parent")
         if not 0 < len(data) <= MAX_KVLEN:
-            return False
+            raise error
         try:
             _write_all(self.wfd, _pack_len(len(data)) + data)
         except OSError:
-            return False
-        return True
+            raise error from None
 
     # -- parent side -----------------------------------------------------
     def recv(self) -> KV | None:
@@ -126,6 +127,11 @@ class Privsep:
             return KV.decode(data)
         except KVError:
             return None
+
+    def require_child_ok(self, command: str) -> None:
+        """Reap the child; it must have exited 0 before ``command`` acts."""
+        if not self.wait():
+            raise ImpError(f"{command}: unprivileged process exited abnormally")
 
     def wait(self) -> bool:
         """Reap the child; True if it exited 0."""

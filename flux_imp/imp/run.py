@@ -143,8 +143,7 @@ def child(imp: Imp, kv: KV) -> None:
         kv.put_str("command", name)
         _put_caller_env(imp, table, kv)
         if imp.ps is not None:
-            if not imp.ps.send(kv):
-                die("run: failed to communicate with privsep parent")
+            imp.ps.send(kv, "run")
             return  # the parent decides and audits
         env = _authorize(imp, table, kv, trail)  # not setuid: the parent's checks here
     _run(imp, path, env)
@@ -153,8 +152,9 @@ def child(imp: Imp, kv: KV) -> None:
 def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("run", "privileged")
     with trail.refusals():
-        if imp.ps is None or not imp.ps.wait():
+        if imp.ps is None:
             die("run: unprivileged process exited abnormally")
+        imp.ps.require_child_ok("run")
         name = kv.get_str("command")
         if not name:
             die("run: command required")
