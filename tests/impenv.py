@@ -51,13 +51,21 @@ def _make_site(site: Path) -> None:
         raise RuntimeError(f"byte-compiling {site / 'flux_imp'} failed")
 
 
-def _build(site: Path, out: Path, test_build: int) -> None:
+def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc") -> None:
     python = os.path.realpath(sys.executable)
     subprocess.run(
         ["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={python}", f"SITEDIR={site}",
-         f"TEST_BUILD={test_build}", f"OUT={out}"],
+         f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"OUT={out}"],
         check=True,
     )
+
+
+def build_installed(inst: ImpInstall, out: Path, sysconfdir: str) -> Path:
+    """A production build reading ``sysconfdir``, installed setuid root at ``out``."""
+    _build(inst.site, out, 0, sysconfdir)
+    os.chown(out, 0, 0)
+    os.chmod(out, 0o4755)
+    return out
 
 
 def build(prefix: Path) -> ImpInstall:

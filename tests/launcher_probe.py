@@ -39,7 +39,7 @@ def _module_file(name: str) -> str | None:
     return None if module is None else getattr(module, "__file__", None)
 
 
-def main(test_build: int) -> None:
+def main(test_build: int, sysconfdir: str) -> None:
     fds_at_start = _open_fds()
     from flux_imp.imp.launch import read_launch_data
 
@@ -91,6 +91,7 @@ def main(test_build: int) -> None:
         "stdout_encoding": sys.stdout.encoding if sys.stdout else None,
         "warnings_filters": len(sys.warnoptions),
         "test_build": test_build,
+        "sysconfdir": sysconfdir,
         "modules": {
             name: _module_file(name)
             for name in ("flux_imp", "flux_imp.imp.launch", "tests", "tests.launcher_probe")

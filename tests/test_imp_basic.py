@@ -92,6 +92,25 @@ def test_installed_build_ignores_config_pattern(
     assert b"/etc/flux/imp/conf.d/*.toml" in result.stderr
 
 
+def test_installed_build_reads_its_compiled_in_sysconfdir(
+    imp: ImpInstall, owner: pwd.struct_passwd, world_tmp: Path
+) -> None:
+    """``make SYSCONFDIR=...``: the Python side reads that tree, nothing else."""
+    binary = impenv.build_installed(imp, world_tmp / "flux-imp", f"{world_tmp}/etc")
+    missing = impenv.run(binary, ["version"], as_user=users.become(owner),
+                         env=env_for(str(world_tmp / "nowhere.toml")))
+    assert missing.returncode == 1
+    assert f"{world_tmp}/etc/flux/imp/conf.d/*.toml".encode() in missing.stderr
+    assert missing.stderr.endswith(b"flux-imp: Fatal: Failed to load configuration\n")
+    for sub in ("etc", "etc/flux", "etc/flux/imp"):
+        (world_tmp / sub).mkdir()
+    impenv.write_config(world_tmp / "etc/flux/imp/conf.d", "log-level = \"bogus\"\n")
+    result = impenv.run(binary, ["version"], as_user=users.become(owner),
+                        env=env_for(str(world_tmp / "nowhere.toml")))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b"flux-imp: Warning: unknown log-level 'bogus', ignoring\n"
+
+
 def test_whoami_setuid(imp: ImpInstall, owner: pwd.struct_passwd, pattern: str) -> None:
     result = impenv.run(imp.test_build, ["whoami"], as_user=users.become(owner),
                         env=env_for(pattern, SUDO_USER="nobody"))  # ignored: real uid != 0

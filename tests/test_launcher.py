@@ -171,11 +171,14 @@ def site(prefix: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def launcher(prefix: Path, site: Path) -> Path:
-    """The probe launcher, installed by ``make install`` setuid root."""
+    """The probe launcher (a test build), installed setuid root.
+
+    ``make install`` refuses test builds, so this installs as it would."""
     out = build(prefix / "build-flux-imp", sitedir=site)
-    made = run_make(f"OUT={out}", "install", f"DESTDIR={prefix / 'inst'}", "LIBEXECDIR=/libexec")
-    assert made.returncode == 0, made.stderr
     installed = prefix / "inst" / "libexec" / "flux-imp"
+    installed.parent.mkdir(parents=True)
+    subprocess.run(["install", "-o", "root", "-g", "root", "-m", "4755", str(out),
+                    str(installed)], check=True)
     st_ = installed.stat()
     assert (st_.st_uid, stat.S_IMODE(st_.st_mode)) == (0, 0o4755)
     return installed
@@ -775,7 +778,7 @@ def test_make_install_production_build(tmp_path: Path) -> None:
     binary = installed.read_bytes()
     bootstrap = (
         f'import sys;sys.path.append("{VENV_SITE}");'
-        "from flux_imp.imp.main import main;main(test_build=0)"
+        'from flux_imp.imp.main import main;main(test_build=0,sysconfdir="/etc")'
     )
     assert bootstrap.encode() + b"\0" in binary
     readelf = shutil.which("readelf")
@@ -783,6 +786,44 @@ def test_make_install_production_build(tmp_path: Path) -> None:
         dynamic = subprocess.run([readelf, "-d", str(installed)], capture_output=True, text=True)
         assert "BIND_NOW" in dynamic.stdout
         assert "PIE" in dynamic.stdout
+
+
+def test_make_install_refuses_a_test_build(tmp_path: Path) -> None:
+    _gcc()
+    out = tmp_path / "flux-imp"
+    made = run_make(f"PYTHON={PYTHON}", f"SITEDIR={VENV_SITE}", "TEST_BUILD=1", f"OUT={out}")
+    assert made.returncode == 0, made.stderr
+    made = run_make(f"OUT={out}", "install", f"DESTDIR={tmp_path / 'dest'}")
+    assert made.returncode != 0
+    assert "refusing to install a test build" in made.stderr
+    assert not (tmp_path / "dest").exists()
+
+
+def test_make_install_refuses_what_is_not_a_launcher(tmp_path: Path) -> None:
+    out = tmp_path / "flux-imp"
+    out.write_bytes(b"#!/bin/sh\n")
+    made = run_make(f"OUT={out}", "install", f"DESTDIR={tmp_path / 'dest'}")
+    assert made.returncode != 0
+    assert "not a flux-imp launcher build" in made.stderr
+
+
+def test_make_builds_into_a_new_directory_with_sysconfdir(tmp_path: Path) -> None:
+    _gcc()
+    out = tmp_path / "new" / "dir" / "flux-imp"
+    made = run_make(f"PYTHON={PYTHON}", f"SITEDIR={VENV_SITE}", "SYSCONFDIR=/opt/site/etc",
+                    f"OUT={out}")
+    assert made.returncode == 0, made.stderr
+    assert b'main(test_build=0,sysconfdir="/opt/site/etc")\0' in out.read_bytes()
+
+
+@pytest.mark.parametrize("bad", ["relative/etc", "/etc/x\"y", "/etc x", ""])
+def test_make_rejects_unsafe_sysconfdir(bad: str, tmp_path: Path) -> None:
+    _gcc()
+    out = tmp_path / "flux-imp"
+    made = run_make(f"PYTHON={PYTHON}", f"SITEDIR={VENV_SITE}", f"SYSCONFDIR={bad}",
+                    f"OUT={out}")
+    assert made.returncode != 0
+    assert not out.exists()
 
 
 # ------------------------------------------------ launch data, in process

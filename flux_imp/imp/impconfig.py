@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .. import config as cf
-from ..paths import IMP_CONFIG_PATTERN
+from ..paths import SYSCONFDIR, imp_config_pattern, security_config_pattern
 from ..sign import DISABLE_PATH_PARANOIA
 from .log import die, log
 
@@ -115,14 +115,16 @@ def in_callers_cwd(pattern: str | None, cwd: str, load: Callable[[], T]) -> T:
         os.close(here)
 
 
-def load(env: CallerEnv, test_build: bool, cwd: str = "") -> ImpConfig:
+def load(env: CallerEnv, test_build: bool, cwd: str = "",
+         sysconfdir: str = SYSCONFDIR) -> ImpConfig:
     """Load and lint the IMP config; die with upstream's messages.
 
     ``cwd`` is the caller's ("" if unknown): a test build's relative
-    FLUX_IMP_CONFIG_PATTERN is read from there, as upstream's."""
-    pattern = IMP_CONFIG_PATTERN
+    FLUX_IMP_CONFIG_PATTERN is read from there, as upstream's.
+    ``sysconfdir`` is the one the launcher was built with."""
+    pattern = imp_config_pattern(sysconfdir)
     base: dict[str, object] = {}
-    security_pattern: str | None = None
+    security_pattern = security_config_pattern(sysconfdir)
     security_flags = 0
     if test_build:
         # Only a test build of the launcher honours these, as upstream.

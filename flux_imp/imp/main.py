@@ -11,6 +11,7 @@ import os
 import sys
 
 from .. import config as cf
+from ..paths import SYSCONFDIR
 from ..sign.kv import KV
 from . import cgroup, commands, creds, impconfig
 from .environ import CallerEnv
@@ -92,14 +93,14 @@ def _sudo_simulation(imp: Imp) -> None:
         die("Failed to enable sudo support")
 
 
-def _run(test_build: bool) -> int:
+def _run(test_build: bool, sysconfdir: str) -> int:
     try:
         launch = read_launch_data()
     except LaunchDataError as exc:
         die(f"launcher: {exc}")
     _set_process_name()
     env = CallerEnv(launch.environ)
-    conf = impconfig.load(env, test_build, launch.cwd)
+    conf = impconfig.load(env, test_build, launch.cwd, sysconfdir)
     level = conf.section("log-level")
     if level is not None and not log.set_level(cf.as_str(level)):
         log.warn(f"unknown log-level '{cf.as_str(level)}', ignoring")
@@ -121,9 +122,10 @@ def _run(test_build: bool) -> int:
     return 0 if ps.wait() else 1
 
 
-def main(test_build: int = 0) -> NoReturn:
+def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR) -> NoReturn:
+    """Entry point; the launcher passes what it was built with."""
     try:
-        code = _run(bool(test_build))
+        code = _run(bool(test_build), sysconfdir)
     except ImpError as exc:
         log.fatal(exc.message)
         code = exc.code

@@ -28,6 +28,9 @@
 #if !defined(FLUX_IMP_PYTHON) || !defined(FLUX_IMP_SITEDIR)
 #error "define FLUX_IMP_PYTHON and FLUX_IMP_SITEDIR (absolute paths)"
 #endif
+#ifndef FLUX_IMP_SYSCONFDIR
+#define FLUX_IMP_SYSCONFDIR "/etc" /* configs: SYSCONFDIR/flux/{imp,security}/conf.d */
+#endif
 #ifndef FLUX_IMP_MODULE
 #define FLUX_IMP_MODULE "flux_imp.imp.main"
 #endif
@@ -46,13 +49,24 @@
 #define LAUNCH_FD 3
 
 /* Compile-time code: the only Python the interpreter is told to run.  The
- * Makefile restricts SITEDIR and MODULE to characters safe inside it.
+ * Makefile restricts SITEDIR, SYSCONFDIR and MODULE to characters safe
+ * inside it.  SYSCONFDIR is passed here, so the Python side reads exactly
+ * the config tree this binary was built for.
  * SITEDIR goes after the standard library, as site-packages normally does,
  * so no third-party module there can shadow a standard one. */
 static const char bootstrap[] =
     "import sys;sys.path.append(\"" FLUX_IMP_SITEDIR "\");"
     "from " FLUX_IMP_MODULE " import main;"
-    "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ")";
+    "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\")";
+
+/* What kind of build this is, for `make install` to read off the binary:
+ * it refuses to install a test build. */
+#if FLUX_IMP_TEST_BUILD
+#define BUILD_KIND "test"
+#else
+#define BUILD_KIND "installed"
+#endif
+__attribute__((used)) static const char build_kind[] = "flux-imp-build-kind=" BUILD_KIND;
 
 extern char **environ;
 
