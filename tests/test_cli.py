@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
 import os
 import pwd
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import flux_imp
+from flux_imp.sign import cli
 from flux_imp.sign.cert import Cert
 
 from . import users
@@ -137,3 +140,76 @@ def test_keygen_bad_meta(tmp_path: Path) -> None:
     result = run(["keygen", str(tmp_path / "c"), "--meta", "novalue"])
     assert result.returncode == 1
     assert b"expected KEY=VALUE" in result.stderr
+
+
+# -- version and exit status (man/flux-sign.1, EXIT STATUS) ---------------------------
+
+
+def test_version_prints_the_package_version() -> None:
+    result = run(["--version"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"flux-sign {importlib.metadata.version('flux-imp')}\n".encode()
+    # The IMP's `version` prints flux_imp.__version__: the two must not drift.
+    assert importlib.metadata.version("flux-imp") == flux_imp.__version__
+
+
+def test_version_without_package_metadata_is_the_packages_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert cli.package_version() == flux_imp.__version__
+
+
+@pytest.mark.parametrize("args", [["--help"], ["sign", "--help"], ["keygen", "--help"]])
+def test_help_exits_0(args: list[str]) -> None:
+    result = run(args)
+    assert result.returncode == 0
+    assert result.stdout.startswith(b"Usage: ")
+
+
+# Click words its messages differently across versions: match the stable part.
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ([], "Missing command"),
+        (["frob"], "frob"),
+        (["--frob"], "--frob"),
+        (["sign", "--mech", "foo"], "--mech"),
+        (["sign", "--userid", "x"], "--userid"),
+        (["keygen"], "PATH"),
+    ],
+)
+def test_usage_error_exits_2(args: list[str], error: str) -> None:
+    result = run(args)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    text = result.stderr.decode()
+    assert text.startswith("Usage: ")
+    last = text.splitlines()[-1]
+    assert last.startswith("Error: ")
+    assert error in last
+
+
+def test_sign_failure_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(
+        '[sign]\nmax-ttl = 0\ndefault-type = "none"\nallowed-types = ["none"]\n')
+    result = run(["sign", "--config", str(tmp_path / "*.toml")], b"x")
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr == b"sign: max-ttl should be greater than zero\n"
+
+
+def test_config_load_failure_exits_1(tmp_path: Path) -> None:
+    result = run(["verify", "--config", str(tmp_path / "*.toml")], b"x")
+    assert result.returncode == 1
+    assert result.stderr == f"pattern {tmp_path}/*.toml matched nothing\n".encode()
+
+
+def test_keygen_failure_exits_1(tmp_path: Path) -> None:
+    result = run(["keygen", str(tmp_path / "missing" / "c")])
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr == b"keygen: No such file or directory\n"

@@ -1,7 +1,10 @@
 """flux-sign: an unprivileged admin tool over the signing library.
 
-Thin click commands; all logic is in the library.  Errors print the
-library's one-line message on stderr and exit 1.
+Thin click commands; all logic is in the library.  Exit status, as
+man/flux-sign.1 says: 0 on success; 1 when signing, verifying, loading the
+configuration or writing a cert fails, after the library's one-line message
+on stderr; 2 for a usage error (click's UsageError: unknown command or
+option, missing argument, bad option value).
 """
 
 from __future__ import annotations
@@ -18,6 +21,29 @@ from ..paths import SECURITY_CONFIG_PATTERN
 from . import NOVERIFY, Context, SignError, unwrap, unwrap_anymech, wrap_as
 
 _MECHS = click.Choice(["none", "curve", "munge"])
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the package's own.
+
+    ``flux_imp.__version__`` is what ``flux-imp version`` prints; the
+    metadata, when present, is the same number from pyproject.toml.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flux-imp")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"flux-sign {package_version()}")
+    ctx.exit()
 
 
 def _fail(text: str) -> NoReturn:
@@ -40,7 +66,11 @@ _config_opt = click.option(
 )
 
 
-@click.group()
+# no_args_is_help=False: a bare "flux-sign" is a usage error (exit 2) with
+# every click version (8.1 printed the help and exited 0, 8.2 exits 2).
+@click.group(no_args_is_help=False)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Print the version and exit.")
 def main() -> None:
     """Sign and verify Flux job requests (J) like libflux-security."""
 
