@@ -1,98 +1,87 @@
-"""The main job end to end: a signed job started as another user.
+"""The main job end to end, the way a site runs it.
 
-Creates an instance owner and a guest user, builds the launcher and
-installs it setuid root in a private prefix with an IMP config, has the
-guest sign a job request J (munge, through a private munged; then curve
-with the guest's own certificate), and has the owner run ``flux-imp exec``:
-the job shell prints ``id``, showing the guest's uid.  Everything lives in
-a temporary directory and the users are removed afterwards.
+Builds the .deb (``make -C packaging deb``) and installs it; configures an
+instance owner and a guest user with munge under /etc/flux; the guest signs
+a job request J with the installed ``flux-sign``, and the owner runs the
+installed ``/usr/libexec/flux/flux-imp exec`` on it: the job prints the
+guest's ids.  A tampered J is refused.  Prints the audit records the IMP
+wrote.  Then removes the users and the configuration (the package stays
+installed; the last line says how to remove it).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import pwd
-import shutil
-import subprocess
+import stat
 import sys
 from pathlib import Path
 
-from flux_imp.sign import Context, wrap
-from tests import impenv
-from tests.munged import running_munged
-from tests.users import become, temp_user
+from tests import sitepkg
+from tests.syslogtrap import syslog_trap
+from tests.users import temp_user, world_dir
 
 CONFIG = """\
-[sign]
-max-ttl = 60
-default-type = "munge"
-allowed-types = [ "munge", "curve" ]
-[sign.munge]
-socket-path = "{socket}"
-[sign.curve]
-require-ca = false
+# Written by the flux-imp demo, removed when it ends.
 [exec]
 allowed-users = [ "{owner}" ]
 allowed-shells = [ "/usr/bin/id" ]
 """
 
 
-def sign_as(user: pwd.struct_passwd, pattern: str, mech: str, jobspec: bytes) -> str:
-    """Sign in a child that became ``user`` (its uid is what J asserts)."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        become(user)()
-        os.environ["HOME"] = user.pw_dir
-        ctx = Context()
-        ctx.configure(pattern)
-        os.write(wfd, wrap(ctx, jobspec, mech).encode())
-        os._exit(0)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as f:
-        token = f.read().decode()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not token:
-        sys.exit(f"signing as {user.pw_name} failed")
-    return token
+def fail(why: str) -> None:
+    sys.exit(f"FAILED: {why}")
+
+
+def show_install() -> None:
+    st = os.stat(sitepkg.IMP)
+    print(f"installed {sitepkg.PACKAGE} {sitepkg.installed_version()}: {sitepkg.IMP} "
+          f"{stat.filemode(st.st_mode)} uid={st.st_uid} gid={st.st_gid}")
+
+
+def demo(tmp: Path) -> None:
+    with temp_user("flux-demo-owner", tmp / "owner") as owner, \
+            temp_user("flux-demo-guest", tmp / "guest") as guest, \
+            syslog_trap(tmp) as trap:
+        conf = sitepkg.write_imp_config("demo.toml", CONFIG.format(owner=owner.pw_name))
+        print(f"owner {owner.pw_name} (uid {owner.pw_uid}), guest {guest.pw_name} "
+              f"(uid {guest.pw_uid}); IMP config {conf}")
+        token = sitepkg.sign(guest, b'{"version": 1}')
+        print(f"guest signed J with {sitepkg.FLUX_SIGN} (munge): {token[:48]}...")
+
+        job = sitepkg.imp(owner, ["exec", "/usr/bin/id", "-a"], sitepkg.exec_input(token),
+                          preexec=trap.preexec())
+        sys.stderr.buffer.write(job.stderr)
+        shown = job.stdout.decode().strip()
+        print(f"owner ran flux-imp exec /usr/bin/id -a; the job printed: {shown}")
+        if job.returncode != 0 or not shown.startswith(f"uid={guest.pw_uid}("):
+            fail(f"the job did not run as {guest.pw_name}")
+
+        bad = sitepkg.imp(owner, ["exec", "/usr/bin/id", "-a"],
+                          sitepkg.exec_input(sitepkg.tamper(token)), preexec=trap.preexec())
+        print(f"tampered J: exit {bad.returncode}, {bad.stderr.decode().strip()}")
+        if bad.returncode == 0 or bad.stdout:
+            fail("a tampered J was not refused")
+
+        print("audit records (syslog, authpriv):")
+        records = trap.records()
+        for _, text in records:
+            print(f"  {text}")
+        if not records:
+            fail("the IMP wrote no audit record")
 
 
 def main() -> None:
-    prefix = impenv.make_prefix()
-    try:
-        with running_munged() as socket, \
-                temp_user("flux-demo-owner", prefix / "owner") as owner, \
-                temp_user("flux-demo-guest", prefix / "guest") as guest:
-            inst = impenv.build(prefix)
-            pattern = impenv.write_config(
-                prefix / "conf.d", CONFIG.format(socket=socket, owner=owner.pw_name))
-            # The guest's curve cert, in ~/.flux/curve as the IMP expects.
-            certdir = Path(guest.pw_dir) / ".flux" / "curve"
-            certdir.mkdir(parents=True)
-            for path in (certdir.parent, certdir):
-                os.chown(path, guest.pw_uid, guest.pw_gid)
-            subprocess.run([sys.executable, "-m", "flux_imp.sign", "keygen",
-                            f"{guest.pw_dir}/.flux/curve/sig"], check=True,
-                           preexec_fn=become(guest), cwd="/", env={"PATH": "/usr/bin:/bin"})
-            print(f"installed {inst.test_build} (setuid root); "
-                  f"owner {owner.pw_name} uid {owner.pw_uid}, "
-                  f"guest {guest.pw_name} uid {guest.pw_uid}")
-            for mech in ("munge", "curve"):
-                token = sign_as(guest, pattern, mech, b'{"version": 1}')
-                result = impenv.run(
-                    inst.test_build, ["exec", "/usr/bin/id", "-a"],
-                    as_user=become(owner), stdin=json.dumps({"J": token}).encode(),
-                    env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": pattern})
-                sys.stderr.buffer.write(result.stderr)
-                shown = result.stdout.decode().strip()
-                print(f"{mech:>5}: owner ran flux-imp exec; job shell printed: {shown}")
-                if result.returncode != 0 or f"uid={guest.pw_uid}(" not in shown:
-                    sys.exit(f"FAILED: the job did not run as {guest.pw_name}")
-        print("OK: signed jobs started as the guest by the setuid flux-imp")
-    finally:
-        shutil.rmtree(prefix)
+    if os.getuid() != 0:
+        sys.exit("run as root: it installs a package and creates users")
+    deb = sitepkg.build_deb()
+    print(f"built {deb.relative_to(sitepkg.TOP)}")
+    sitepkg.install_deb(deb)
+    show_install()
+    with sitepkg.saved_etc_flux(), sitepkg.system_munged(), world_dir("flux-demo-") as tmp:
+        demo(tmp)
+    print("OK: a guest-signed job started as the guest by the installed setuid flux-imp")
+    print(f"demo users and configuration removed; remove the package with: "
+          f"apt-get purge {sitepkg.PACKAGE}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${FLUX_IMP_VENV:-/opt/flux-imp-dev/venv}
 pkgs=(python3 python3-venv python3-dev gcc make libcap-dev libsodium23
       munge libmunge2 procps passwd util-linux
-      libpam0g libpam-modules)  # PAM sessions; pam_limits/deny/exec for tests
+      libpam0g libpam-modules  # PAM sessions; pam_limits/deny/exec for tests
+      # The .deb: its build (make -C packaging deb), its check, and what it
+      # depends on, so installing it needs no further download.
+      debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+      lintian python3-nacl python3-click python3-prctl groff-base man-db)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: must run as root" >&2
