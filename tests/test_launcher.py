@@ -673,6 +673,24 @@ def test_sticky_world_writable_ancestor_is_accepted(
     assert report["resuid"] == baseline["resuid"]
 
 
+def test_sitearch_follows_sitedir_and_must_be_root_only(
+    guest: pwd.struct_passwd, site: Path
+) -> None:
+    """SITEARCH (Fedora's lib64 site-packages) goes on sys.path after SITEDIR."""
+    with users.world_dir("fluximp-site-") as top:
+        arch = top / "arch"
+        arch.mkdir()
+        exe = top / "flux-imp"
+        made = run_make(f"PYTHON={PYTHON}", f"SITEDIR={site}", f"SITEARCH={arch}",
+                        f"MODULE={PROBE}", "TEST_BUILD=1", f"OUT={exe}")
+        assert made.returncode == 0, made.stderr
+        os.chown(exe, 0, 0)
+        exe.chmod(0o4755)
+        assert report_of(run(exe, user=guest))["path"][-2:] == [str(site), str(arch)]
+        arch.chmod(0o777)
+        _refused(run(exe, user=guest), arch)
+
+
 def test_sticky_sitedir_is_refused(guest: pwd.struct_passwd) -> None:
     """SITEDIR is on sys.path: a sticky one still lets anyone add modules."""
     with users.world_dir("fluximp-site-") as top:

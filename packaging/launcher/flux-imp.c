@@ -54,8 +54,15 @@
  * the config tree this binary was built for.
  * SITEDIR goes after the standard library, as site-packages normally does,
  * so no third-party module there can shadow a standard one. */
+/* SITEARCH: where the distribution keeps compiled extensions, when that is
+ * not SITEDIR (Fedora's lib64 site-packages holds pynacl and prctl). */
+#ifdef FLUX_IMP_SITEARCH
+#define APPEND_SITEARCH "sys.path.append(\"" FLUX_IMP_SITEARCH "\");"
+#else
+#define APPEND_SITEARCH ""
+#endif
 static const char bootstrap[] =
-    "import sys;sys.path.append(\"" FLUX_IMP_SITEDIR "\");"
+    "import sys;sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH
     "from " FLUX_IMP_MODULE " import main;"
     "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\")";
 
@@ -199,7 +206,11 @@ static void check_root_only(const char *path)
 static void check_install(void)
 {
     static const char *const paths[] = {FLUX_IMP_PYTHON, FLUX_IMP_SITEDIR,
-                                        FLUX_IMP_SITEDIR "/flux_imp"};
+                                        FLUX_IMP_SITEDIR "/flux_imp",
+#ifdef FLUX_IMP_SITEARCH
+                                        FLUX_IMP_SITEARCH
+#endif
+    };
     char real[PATH_MAX];
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         check_root_only(paths[i]);

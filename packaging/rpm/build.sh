@@ -17,6 +17,7 @@ umask 022
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/../.." && pwd -P)
+. "$here/../stage.sh"
 dist=$top/packaging/dist
 py=/usr/bin/python3
 name=flux-imp
@@ -61,26 +62,7 @@ src=$tmp/src/$name-$version
 rpmtop=$tmp/rpmbuild
 mkdir -p "$src" "$tmp/tmp" "$tmp/cache" "$rpmtop"/{SOURCES,SPECS}
 
-# Stage the tree.  safe.directory: root may build a checkout owned by
-# someone else.  ls-files also names tracked files deleted in the work tree.
-git=(git -c safe.directory="$top" -C "$top")
-if [ "$("${git[@]}" rev-parse --show-toplevel 2>/dev/null)" = "$top" ]; then
-    "${git[@]}" ls-files -z --cached --others --exclude-standard \
-        | (cd "$top" && while IFS= read -r -d '' f; do
-               if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
-           done | tar --null --no-recursion -T - -cf -) \
-        | tar -C "$src" -xf -
-else
-    say "$top is not a git checkout: staging every file"
-    # Leave out build output and caches (what .gitignore names; tar does not
-    # understand its dir/ patterns): a stale build/lib would end up in the wheel.
-    (cd "$top" && tar --exclude-vcs --exclude-vcs-ignores --exclude=build \
-        --exclude=dist --exclude='*.egg-info' --exclude=__pycache__ \
-        --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.pytest_cache \
-        --exclude=.hypothesis --exclude=.venv -cf - .) | tar -C "$src" -xf -
-fi
-# A checkout made under umask 077 must not give the package unreadable files.
-chmod -R u+rwX,go+rX,go-w "$src"
+stage_tree "$src"
 tar -C "$tmp/src" --owner=0 --group=0 --numeric-owner --sort=name \
     -czf "$rpmtop/SOURCES/$name-$version.tar.gz" "$name-$version"
 cp "$src/packaging/rpm/$name.spec" "$rpmtop/SPECS/"
