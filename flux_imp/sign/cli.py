@@ -17,33 +17,11 @@ from typing import NoReturn
 
 import click
 
+from .. import __version__
 from ..paths import SECURITY_CONFIG_PATTERN
 from . import NOVERIFY, Context, SignError, unwrap, unwrap_anymech, wrap_as
 
 _MECHS = click.Choice(["none", "curve", "munge"])
-
-
-def package_version() -> str:
-    """The installed distribution's version, else the package's own.
-
-    ``flux_imp.__version__`` is what ``flux-imp version`` prints; the
-    metadata, when present, is the same number from pyproject.toml.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("flux-imp")
-    except PackageNotFoundError:
-        from .. import __version__
-
-        return __version__
-
-
-def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    click.echo(f"flux-sign {package_version()}")
-    ctx.exit()
 
 
 def _fail(text: str) -> NoReturn:
@@ -69,8 +47,8 @@ _config_opt = click.option(
 # no_args_is_help=False: a bare "flux-sign" is a usage error (exit 2) with
 # every click version (8.1 printed the help and exited 0, 8.2 exits 2).
 @click.group(no_args_is_help=False)
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
-              callback=_show_version, help="Print the version and exit.")
+@click.version_option(__version__, prog_name="flux-sign", message="%(prog)s %(version)s",
+                      help="Print the version and exit.")
 def main() -> None:
     """Sign and verify Flux job requests (J) like libflux-security."""
 
