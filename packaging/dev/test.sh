@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole test suite, from a fresh Debian 12 machine, as root: set up
 # (idempotent), then lint, type-check and run pytest, then the library
-# tests under every other CPython the machine has.  Tests start their own
+# tests under each CPython 3.9..3.13 the machine has.  Tests start their own
 # munged and create their own users.
 set -euo pipefail
 
