@@ -31,6 +31,7 @@ from .. import config as cf
 from ..sign import SignError, unwrap
 from ..sign.kv import KV
 from . import audit, creds, helper, jsonin, options
+from .environ import steers_loader
 from .log import die, log
 from .options import OptionsError
 
@@ -44,12 +45,6 @@ if TYPE_CHECKING:
     from .options import DevicePolicy, Limits
     from .state import Imp
 
-# glibc's secure-mode "unsecure" variables that do not start with LD_.
-_LOADER_VARIABLES = frozenset(
-    b"GCONV_PATH GETCONF_DIR GLIBC_TUNABLES HOSTALIASES LOCALDOMAIN LOCPATH "
-    b"MALLOC_CHECK_ MALLOC_TRACE NIS_PATH NLSPATH RESOLV_HOST_CONF RES_OPTIONS "
-    b"TMPDIR TZDIR".split()
-)
 _MESSAGE_KEYS = frozenset({"cmd", "J", "shell_path"})
 
 
@@ -321,5 +316,4 @@ def _job_environment(imp: Imp) -> list[bytes]:
 
 
 def _is_loader_variable(entry: bytes) -> bool:
-    name = entry.partition(b"=")[0]
-    return name.startswith(b"LD_") or name in _LOADER_VARIABLES
+    return steers_loader(entry.partition(b"=")[0].decode("utf-8", "surrogateescape"))
