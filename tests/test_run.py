@@ -383,6 +383,53 @@ def test_sigusr1_sigkills_the_process_group_in_cgroup_kill_mode(
     assert exits(background)
 
 
+# -- what root's command inherits: limits (tests/test_harden_run.py) ----------
+
+CAP_SYS_NICE, CAP_SYS_RESOURCE = 23, 24
+Limits = list[tuple[str, int, int]]  # (name, soft, hard) by RLIMIT_ number; -1 unlimited
+
+
+def read_limits(text: str) -> Limits:
+    """A /proc/PID/limits text as a list."""
+    def value(word: str) -> int:
+        return -1 if word == "unlimited" else int(word)
+
+    rows = [(row[:25].rstrip(), row[25:].split()) for row in text.splitlines()[1:]]
+    return [(name, value(words[0]), value(words[1])) for name, words in rows]
+
+
+def can(capability: int) -> bool:
+    """Is ``capability`` in our bounding set, so a setuid-root IMP has it?"""
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    return bool(mask >> capability & 1)
+
+
+def _at_most(value: int, limit: int) -> bool:
+    return limit == -1 or (value != -1 and value <= limit)
+
+
+def root_limits(caller: Limits, caller_nice: int) -> tuple[Limits, list[str] | None]:
+    """The limits root's command gets when the caller has ``caller`` and
+    ``caller_nice``, and the names the IMP audits as kept lower: PID 1's,
+    as far as the kernel lets the IMP raise the caller's hard limits."""
+    pid1 = read_limits(Path("/proc/1/limits").read_text())
+    got, capped = [], []
+    for (name, soft, hard), (_, _, own) in zip(pid1, caller):
+        if can(CAP_SYS_RESOURCE) or _at_most(hard, own):
+            got.append((name, soft, hard))
+        else:
+            got.append((name, soft if _at_most(soft, own) else own, own))
+            capped.append(name)
+    if not can(CAP_SYS_NICE) and os.getpriority(os.PRIO_PROCESS, 1) < caller_nice:
+        capped.append("nice value")
+    return got, capped or None
+
+
+def own_limits() -> Limits:
+    return read_limits(Path("/proc/self/limits").read_text())
+
+
 # -- audit records -----------------------------------------------------------
 
 def run_logged(setup: RunSetup, log: SyslogTrap, *args: str, binary: Path | None = None,
@@ -423,7 +470,10 @@ def test_audit_allowed_with_the_variables_passed(setup: RunSetup, syslog: Syslog
     fields: dict[str, audit.Value] = {
         "half": "privileged", "caller_uid": setup.owner.pw_uid, "command": "verified",
         "path": f"{setup.bin}/report.sh", "caller": setup.owner.pw_name,
-        "env": ["FOO1", "FLUX_OWNER_USERID", "HOME", "USER", "PATH"]}  # fmt: skip
+        "env": ["FOO1", "FLUX_OWNER_USERID", "HOME", "USER", "PATH"],
+        # Any of our limits that the IMP cannot raise to PID 1's (no CAP_SYS_RESOURCE).
+        "limits_capped": root_limits(own_limits(), os.getpriority(os.PRIO_PROCESS, 0))[1],
+    }  # fmt: skip
     assert records == [(AUTHPRIV_NOTICE, audit.format_record("run", "allowed", fields))]
 
 

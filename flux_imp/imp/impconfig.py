@@ -48,6 +48,7 @@ _SCHEMA: dict[str, str] = {
     "run.*.path": "string",
     "run.*.allowed-users": "array",
     "run.*.allowed-environment": "array",
+    "run.*.allowed-unsafe-environment": "array",
     "ca": "table",  # checked strictly by casign
     "sign": "table",  # a test build shares one pattern with the signing config
 }

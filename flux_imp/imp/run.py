@@ -4,7 +4,11 @@ flux-core runs its prolog, epilog and housekeeping this way.  The command
 is ``run.NAME.path``, run with no arguments, in ``/``, in a process group
 of its own, as root, with an environment the IMP builds: the caller's
 variables that ``run.NAME.allowed-environment`` lets through, then
-FLUX_OWNER_USERID, HOME, USER and PATH.
+FLUX_OWNER_USERID, HOME, USER and PATH.  Unlike upstream, a variable that
+steers the loader, libc, a shell or an interpreter (environ.unsafe_for_root)
+passes only if ``run.NAME.allowed-unsafe-environment`` also matches it, and
+root's command gets umask 022 and PID 1's resource limits and nice value,
+not the caller's.
 
 The child names the command and collects the caller's variables.  The
 parent looks the command up again, checks its path as root and the caller
@@ -25,6 +29,7 @@ from .. import config as cf
 from ..pathcheck import PathError, path_is_secure
 from ..sign.kv import KV
 from . import audit, creds, helper
+from .environ import unsafe_for_root
 from .log import die
 from .proxy import spawn_and_proxy
 from .state import Imp
@@ -38,6 +43,7 @@ _ENV_PREFIX = "IMP_RUN_ENV_"  # privsep keys of the forwarded variables
 _ALWAYS_FORWARDED = ("FLUX_JOB_ID", "FLUX_JOB_USERID")
 _NAME_MAX = 128  # longer variable names are skipped, as upstream
 _PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+_RLIM_NLIMITS = 16  # Linux's resource limits, RLIMIT_CPU (0) to RLIMIT_RTTIME (15)
 
 def _lookup(imp: Imp, name: str) -> tuple[object, str]:
     """The ``[run.NAME]`` table and its path, absolute and secure."""
@@ -82,17 +88,23 @@ def _put_caller_env(imp: Imp, table: object, kv: KV) -> None:
             kv.put_str(_ENV_PREFIX + name, value)
 
 
-def _command_env(table: object, kv: KV) -> dict[bytes, bytes]:
-    """Forwarded variables (re-filtered), then FLUX_OWNER_USERID, HOME, USER, PATH.
+def _command_env(table: object, kv: KV) -> tuple[dict[bytes, bytes], list[str]]:
+    """Forwarded variables (re-filtered), then FLUX_OWNER_USERID, HOME, USER,
+    PATH; and the names refused as unsafe.
 
     A put replaces an earlier entry of that name, so a forwarded HOME,
     USER, PATH or FLUX_OWNER_USERID never survives.
     """
     patterns = cf.get_in(table, "allowed-environment")
-    env = KV()
+    opted_in = cf.get_in(table, "allowed-unsafe-environment")
+    env, refused = KV(), []
     for name, kind, value in kv.split(_ENV_PREFIX).items():
-        if _forwardable(patterns, name):
-            env.put_raw(name, kind, value)
+        if not _forwardable(patterns, name):
+            continue
+        if unsafe_for_root(name) and not cf.array_contains_match(opted_in, name):
+            refused.append(name)
+            continue
+        env.put_raw(name, kind, value)
     env.put_int("FLUX_OWNER_USERID", os.getuid())
     try:
         target = pwd.getpwuid(os.geteuid())
@@ -101,7 +113,60 @@ def _command_env(table: object, kv: KV) -> dict[bytes, bytes]:
     env.put_str("HOME", target.pw_dir)
     env.put_str("USER", target.pw_name)
     env.put_str("PATH", _PATH)
-    return {name.encode("utf-8", "surrogateescape"): value for name, _, value in env.items()}
+    encoded = {name.encode("utf-8", "surrogateescape"): value for name, _, value in env.items()}
+    return encoded, refused
+
+
+def _pid1_limits() -> list[tuple[str, int, int]]:
+    """PID 1's resource limits, ``(name, soft, hard)`` by RLIMIT_ number."""
+    import resource
+
+    def value(text: str) -> int:
+        return resource.RLIM_INFINITY if text == "unlimited" else int(text)
+
+    limits = []
+    try:
+        with open("/proc/1/limits", encoding="ascii") as f:
+            rows = f.read().splitlines()[1:]  # a heading, then one row a limit, in order
+        for row in rows[:_RLIM_NLIMITS]:
+            # A 25-column name, then soft, hard and (maybe) units.
+            soft, hard = row[25:].split()[:2]
+            limits.append((row[:25].rstrip(), value(soft), value(hard)))
+    except (OSError, ValueError):
+        die("run: failed to read PID 1's resource limits")
+    if len(limits) != _RLIM_NLIMITS:
+        die("run: failed to read PID 1's resource limits")
+    return limits
+
+
+def _take_pid1_limits() -> list[str]:
+    """Give ourselves, hence root's command, PID 1's limits and nice value
+    instead of the caller's; the names of those the kernel kept lower."""
+    import resource
+
+    infinity, capped = resource.RLIM_INFINITY, []
+    for number, (name, soft, hard) in enumerate(_pid1_limits()):
+        try:
+            try:
+                resource.prlimit(0, number, (soft, hard))
+            except PermissionError:
+                # Raising a hard limit needs CAP_SYS_RESOURCE, which e.g. a
+                # container may lack: then as high as the kernel allows.
+                own = resource.getrlimit(number)[1]
+                if own != infinity and (soft == infinity or soft > own):
+                    soft = own
+                resource.prlimit(0, number, (soft, own))
+                capped.append(name)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            die(f"run: failed to set {name}: {reason}")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 1))
+    except PermissionError:  # a lower nice value needs CAP_SYS_NICE
+        capped.append("nice value")
+    except OSError as exc:
+        die(f"run: failed to set nice value: {exc.strerror}")
+    return capped
 
 
 def _run(imp: Imp, path: str, env: dict[bytes, bytes]) -> NoReturn:
@@ -114,6 +179,7 @@ def _run(imp: Imp, path: str, env: dict[bytes, bytes]) -> NoReturn:
     def exec_command() -> NoReturn:
         if as_root:
             creds.become_root_for_run()
+            os.umask(0o022)  # not the caller's: root's files are root's business
         try:
             os.execve(path, [path], env)  # noqa: S606 - argv is [path], no shell wanted
         except OSError as exc:
@@ -125,8 +191,11 @@ def _run(imp: Imp, path: str, env: dict[bytes, bytes]) -> NoReturn:
 def _authorize(imp: Imp, table: object, kv: KV, trail: audit.Trail) -> dict[bytes, bytes]:
     """Check the caller; the command's environment.  Audited as allowed."""
     _check_user(imp, table, trail)
-    env = _command_env(table, kv)
-    trail.note(env=[name.decode("utf-8", "surrogateescape") for name in env])
+    env, refused = _command_env(table, kv)
+    trail.note(env=[name.decode("utf-8", "surrogateescape") for name in env],
+               env_refused=refused or None)
+    if imp.setuid:  # inherited by root's command; the caller's cannot lower its own
+        trail.note(limits_capped=_take_pid1_limits() or None)
     trail.decide("allowed")
     return env
 
