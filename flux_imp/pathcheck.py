@@ -2,18 +2,30 @@
 
 Mirrors flux-security's ``path_is_secure()``: the same checks in the same
 order with the same texts, because the IMP prints them and tests grep for
-them.  Ownership is judged against the *effective* ids, so a file owned by
-the instance owner is accepted when the IMP runs unprivileged.  Only the
-immediate parent directory is checked, as upstream does.
+them.  Unprivileged, ownership is judged against the *effective* ids, as
+upstream: a file owned by the instance owner, or group-writable by its
+group, passes, and only the immediate parent directory is checked.
+
+Privileged (euid 0), only root is trusted, because the effective gid of a
+setuid IMP is the caller's: the file and its parent must be owned by root
+and writable by neither group nor others (a sticky parent excepted).  So
+must every directory searched on the way to the parent, symlinks followed,
+unless the IMP is a test build (``use_test_build_rule()``): upstream's test
+scripts keep a root-owned test directory inside a user-owned one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 # Upstream copies the path into a PATH_MAX + 1 byte buffer before dirname().
 _PATH_BUF = 4096 + 1
+_MAXSYMLINKS = 40  # the kernel's limit for one lookup
+
+# Privileged checks cover every directory up to "/" unless a test build says not.
+_whole_tree = True
 
 
 class PathError(Exception):
@@ -22,6 +34,14 @@ class PathError(Exception):
     def __init__(self, text: str) -> None:
         self.text = text
         super().__init__(text)
+
+
+def use_test_build_rule() -> None:
+    """From now on, privileged checks stop at the immediate parent, as
+    upstream's do.  A test build of the IMP calls this before any check;
+    the default (every directory) fails closed."""
+    global _whole_tree
+    _whole_tree = False
 
 
 def c_dirname(path: str) -> str:
@@ -48,11 +68,26 @@ def c_dirname(path: str) -> str:
     return path[:run]
 
 
-def _check_parent(path: str) -> None:
+def _others_may_write(st: os.stat_result, trusted_gids: tuple[int, ...]) -> str | None:
+    """``group`` or ``world`` if users other than the trusted ones may replace
+    a directory's entries, else None."""
+    # The sticky bit stops other writers from replacing our file.
+    if st.st_mode & stat.S_ISVTX:
+        return None
+    if st.st_mode & stat.S_IWGRP and st.st_gid not in trusted_gids:
+        return "group"
+    if st.st_mode & stat.S_IWOTH:
+        return "world"
+    return None
+
+
+def _check_parent(path: str, trusted_gids: tuple[int, ...]) -> str:
+    """Upstream's check of the immediate parent; its name."""
     if len(path.encode("utf-8", "surrogateescape")) >= _PATH_BUF:
         raise PathError("Unable to get dirname")
+    parent = c_dirname(path)
     try:
-        st = os.lstat(c_dirname(path))
+        st = os.lstat(parent)
     except OSError:
         raise PathError("Unable to stat parent directory") from None
     # lstat: a symlinked parent is refused as "unexpected file type".
@@ -60,17 +95,66 @@ def _check_parent(path: str) -> None:
         raise PathError("Unable to check parent directory. Unexpected file type")
     if st.st_uid not in (0, os.geteuid()):
         raise PathError("Invalid ownership on parent directory")
-    # The sticky bit stops other writers from replacing our file, so a
-    # writable parent is fine with it.  Group 0 is trusted, unlike for files.
-    sticky = st.st_mode & stat.S_ISVTX
-    if st.st_gid not in (0, os.getegid()) and st.st_mode & stat.S_IWGRP and not sticky:
-        raise PathError("parent directory is group-writable without sticky bit")
-    if st.st_mode & stat.S_IWOTH and not sticky:
-        raise PathError("parent directory is world-writable without sticky bit")
+    how = _others_may_write(st, trusted_gids)
+    if how is not None:
+        raise PathError(f"parent directory is {how}-writable without sticky bit")
+    return parent
+
+
+def _searched_directories(path: str) -> list[str]:
+    """Every directory a lookup of ``path`` searches for a name, in order,
+    following symlinks as the kernel does; ``path`` itself is not one."""
+    todo = path.split("/")[::-1]  # components left, the next one last
+    try:
+        # A relative lookup starts at the cwd: what is above it is not searched.
+        here = "/" if path.startswith("/") else os.getcwd()
+    except OSError:
+        raise PathError("Unable to stat ancestor directory .") from None
+    searched: list[str] = []
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if here not in searched:
+            searched.append(here)
+        if name == "..":
+            here = os.path.dirname(here)  # ``here`` is real: no symlink to undo
+            continue
+        entry = os.path.join(here, name)
+        try:
+            if not stat.S_ISLNK(os.lstat(entry).st_mode):
+                here = entry
+                continue
+            target = os.readlink(entry)
+        except OSError:
+            raise PathError(f"Unable to stat ancestor directory {entry}") from None
+        links += 1
+        if links > _MAXSYMLINKS:
+            raise PathError(os.strerror(errno.ELOOP))
+        if target.startswith("/"):
+            here = "/"
+        todo += target.split("/")[::-1]
+    return searched
+
+
+def _check_ancestors(directory: str) -> None:
+    """The root-only rule for every directory on the way to ``directory``."""
+    for ancestor in _searched_directories(directory):
+        try:
+            st = os.lstat(ancestor)  # a real directory: the walk resolved every link
+        except OSError:
+            raise PathError(f"Unable to stat ancestor directory {ancestor}") from None
+        if st.st_uid != 0:
+            raise PathError(f"Invalid ownership on ancestor directory {ancestor}")
+        how = _others_may_write(st, ())
+        if how is not None:
+            raise PathError(f"ancestor directory {ancestor} is {how}-writable without sticky bit")
 
 
 def path_is_secure(path: str) -> None:
-    """Raise PathError unless ``path`` and its parent are safe to trust."""
+    """Raise PathError unless ``path`` and the directories that hold it are
+    safe to trust (see the module docstring for which and how)."""
     # A C string ends at the first NUL; os.stat() would raise ValueError.
     path = path.split("\0", 1)[0]
     if not path:
@@ -90,6 +174,14 @@ def path_is_secure(path: str) -> None:
         raise PathError("symbolic link")
     if st.st_uid not in (0, os.geteuid()):
         raise PathError("insecure file ownership")
-    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and st.st_gid != os.getegid()):
+    privileged = os.geteuid() == 0
+    # Upstream trusts the effective group with the file, and group 0 too
+    # with its parent; root trusts no group.
+    egid = os.getegid()
+    if st.st_mode & stat.S_IWOTH or (
+        st.st_mode & stat.S_IWGRP and (privileged or st.st_gid != egid)
+    ):
         raise PathError(f"bad file permissions ({stat.S_IMODE(st.st_mode):04o})")
-    _check_parent(path)
+    parent = _check_parent(path, () if privileged else (0, egid))
+    if privileged and _whole_tree:
+        _check_ancestors(parent)

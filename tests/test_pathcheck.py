@@ -1,4 +1,7 @@
-"""path_is_secure(): each check of flux-security's path.c, in order, by text."""
+"""path_is_secure(): each check of flux-security's path.c, in order, by
+text, for an unprivileged caller; as root, the root-only rule, and every
+directory up to "/" unless a test build asked for upstream's parent-only
+check."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flux_imp import pathcheck
 from flux_imp.pathcheck import PathError, c_dirname, path_is_secure
 
 from . import users
@@ -140,8 +144,18 @@ def test_bad_file_permissions_shows_special_bits(conf: Path) -> None:
 
 
 @needs_root
-def test_group_writable_with_effective_gid_passes(conf: Path) -> None:
-    assert reason(make(conf / "f.toml", 0o660, (0, os.getegid()))) is None
+def test_group_writable_with_effective_gid_passes_unprivileged(conf: Path) -> None:
+    os.chown(conf, NOBODY, NOBODY)
+    path = make(conf / "f.toml", 0o660, (NOBODY, NOBODY))
+    with effective(NOBODY, NOBODY):
+        assert reason(path) is None
+
+
+@needs_root
+def test_root_trusts_no_group_with_the_file(conf: Path) -> None:
+    # A setuid IMP's egid is the caller's: upstream would let its group edit the file.
+    assert reason(make(conf / "f.toml", 0o660, (0, os.getegid()))) == "bad file permissions (0660)"
+    assert reason(make(conf / "g.toml", 0o620, (0, 0))) == "bad file permissions (0620)"
 
 
 @needs_root
@@ -190,7 +204,8 @@ def test_parent_symlink_is_unexpected_file_type(conf: Path) -> None:
     (NOBODY, 0, 0o755, "Invalid ownership on parent directory"),
     (0, NOBODY, 0o770, "parent directory is group-writable without sticky bit"),
     (0, NOBODY, 0o1770, None),
-], ids=["not-roots", "group-writable", "group-writable-sticky"])  # fmt: skip
+    (0, 0, 0o775, "parent directory is group-writable without sticky bit"),
+], ids=["not-roots", "group-writable", "group-writable-sticky", "root-group-writable"])  # fmt: skip
 def test_parent_directory_ownership_and_group_write(
     conf: Path, uid: int, gid: int, mode: int, expected: str | None
 ) -> None:
@@ -217,8 +232,12 @@ def test_parent_world_writable_without_sticky_bit(conf: Path) -> None:
     path = make(conf / "f.toml")
     conf.chmod(0o707)
     assert reason(path) == "parent directory is world-writable without sticky bit"
-    conf.chmod(0o777)  # group 0: the group check passes, the world one not
-    assert reason(path) == "parent directory is world-writable without sticky bit"
+    conf.chmod(0o777)  # root trusts no group: the group check comes first
+    assert reason(path) == "parent directory is group-writable without sticky bit"
+    os.chown(conf, NOBODY, 0)
+    os.chown(path, NOBODY, NOBODY)
+    with effective(NOBODY, NOBODY):  # upstream trusts group 0: the world check fails
+        assert reason(path) == "parent directory is world-writable without sticky bit"
 
 
 def test_parent_world_writable_with_sticky_bit_passes(conf: Path) -> None:
@@ -227,22 +246,93 @@ def test_parent_world_writable_with_sticky_bit_passes(conf: Path) -> None:
     assert reason(path) is None
 
 
-def test_only_the_immediate_parent_is_checked(conf: Path) -> None:
+@pytest.fixture
+def test_build_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a test build of the IMP: privileged checks stop at the parent."""
+    monkeypatch.setattr(pathcheck, "_whole_tree", True)
+    pathcheck.use_test_build_rule()
+
+
+def sub_of(conf: Path, mode: int) -> Path:
+    """``conf/sub`` (0755, root's), with ``conf`` given ``mode``: a grandparent."""
     sub = conf / "sub"
     sub.mkdir()
     sub.chmod(0o755)
-    conf.chmod(0o777)  # the grandparent is wide open
-    assert reason(make(sub / "f.toml")) is None
+    conf.chmod(mode)
+    return sub
 
 
-def test_relative_name_checks_the_current_directory(
-    conf: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    make(conf / "f.toml")
-    monkeypatch.chdir(conf)
-    assert reason("f.toml") is None
-    conf.chmod(0o777)
-    assert reason("f.toml") == "parent directory is world-writable without sticky bit"
+@needs_root
+def test_test_build_checks_only_the_immediate_parent(conf: Path, test_build_rule: None) -> None:
+    assert reason(make(sub_of(conf, 0o777) / "f.toml")) is None
+
+
+@needs_root
+def test_unprivileged_checks_only_the_immediate_parent(conf: Path) -> None:
+    sub = sub_of(conf, 0o777)
+    os.chown(sub, NOBODY, NOBODY)
+    path = make(sub / "f.toml", 0o644, (NOBODY, NOBODY))
+    with effective(NOBODY, NOBODY):
+        assert reason(path) is None
+
+
+# ------------------------------------- every directory above, as root
+
+
+@needs_root
+@pytest.mark.parametrize(("mode", "owner", "how"), [
+    (0o777, 0, "ancestor directory {} is group-writable without sticky bit"),
+    (0o757, 0, "ancestor directory {} is world-writable without sticky bit"),
+    (0o755, NOBODY, "Invalid ownership on ancestor directory {}"),
+    (0o1777, 0, None),
+    (0o1775, 0, None),
+], ids=["group-writable", "world-writable", "not-roots", "sticky", "group-sticky"])  # fmt: skip
+def test_root_checks_every_directory_above(conf: Path, mode: int, owner: int,
+                                           how: str | None) -> None:
+    sub = sub_of(conf, mode)
+    os.chown(conf, owner, 0)
+    assert reason(make(sub / "f.toml")) == (how and how.format(conf))
+
+
+@needs_root
+def test_ancestor_check_follows_symlinks(conf: Path) -> None:
+    # conf/link -> open: "open" is searched on the way, not "link"'s text.
+    opened = conf / "open"
+    sub_of(opened.parent, 0o755)
+    opened.mkdir()
+    sub = opened / "sub"
+    sub.mkdir()
+    sub.chmod(0o755)
+    (conf / "link").symlink_to("open")
+    path = make(sub / "f.toml")
+    opened.chmod(0o755)
+    assert reason(conf / "link" / "sub" / "f.toml") is None
+    opened.chmod(0o757)
+    assert reason(conf / "link" / "sub" / "f.toml") == (
+        f"ancestor directory {opened} is world-writable without sticky bit")
+    assert reason(path) == f"ancestor directory {opened} is world-writable without sticky bit"
+
+
+@needs_root
+def test_ancestors_of_an_absolute_link_target(conf: Path) -> None:
+    real, elsewhere = conf / "real", conf / "elsewhere"
+    for directory in (real, elsewhere):
+        directory.mkdir()
+    make(sub_of(real, 0o757) / "f.toml")
+    elsewhere.chmod(0o755)
+    (elsewhere / "link").symlink_to(real)
+    assert reason(elsewhere / "link" / "sub" / "f.toml") == (
+        f"ancestor directory {real} is world-writable without sticky bit")
+
+
+def test_searched_directories_take_dot_dot_from_the_link_target(conf: Path) -> None:
+    (conf / "other" / "x").mkdir(parents=True)
+    (conf / "other" / "y").mkdir()
+    (conf / "b").symlink_to(conf / "other" / "x")
+    # Only conf/other has a "y": the walk fails unless ".." is the target's parent.
+    found = pathcheck._searched_directories(f"{conf}/b/../y")
+    assert f"{conf}/other/x" in found
+    assert f"{conf}/b" not in found
 
 
 # ------------------------------------------------------------- dirname

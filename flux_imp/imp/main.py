@@ -99,6 +99,10 @@ def _run(test_build: bool, sysconfdir: str) -> int:
     except LaunchDataError as exc:
         die(f"launcher: {exc}")
     _set_process_name()
+    if test_build:
+        from ..pathcheck import use_test_build_rule
+
+        use_test_build_rule()  # path checks stop at the parent, as upstream's
     env = CallerEnv(launch.environ)
     conf = impconfig.load(env, test_build, launch.cwd, sysconfdir)
     level = conf.section("log-level")

@@ -67,6 +67,16 @@ class CA:
     def load(self, secret: bool = False) -> None:
         """Load the CA cert from ``cert-path`` (with its secret key if asked)."""
         path = self.cert_path
+        if os.geteuid() == 0:  # not upstream: root trusts only files only root can change
+            from ..pathcheck import PathError, path_is_secure
+
+            for name in (path + ".pub", path) if secret else (path + ".pub",):
+                try:
+                    # A missing file is left to Cert.load, for upstream's message.
+                    if os.path.lexists(name):
+                        path_is_secure(name)
+                except PathError as exc:
+                    raise CAError(f"{name}: {exc.text}") from None
         try:
             self.cert = Cert.load(path, secret)
         except CertError as exc:
