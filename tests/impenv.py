@@ -51,11 +51,13 @@ def _make_site(site: Path) -> None:
         raise RuntimeError(f"byte-compiling {site / 'flux_imp'} failed")
 
 
-def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc") -> None:
+def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
+           module: str = "flux_imp.imp.main") -> None:
     python = os.path.realpath(sys.executable)
     subprocess.run(
         ["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={python}", f"SITEDIR={site}",
-         f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"OUT={out}"],
+         f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"MODULE={module}",
+         f"OUT={out}"],
         check=True,
     )
 

@@ -30,7 +30,7 @@ import sys
 from .. import config as cf
 from ..sign import SignError, unwrap
 from ..sign.kv import KV
-from . import audit, creds, helper, jsonin, options
+from . import audit, creds, helper, options
 from .environ import steers_loader
 from .log import die, log
 from .options import OptionsError
@@ -161,6 +161,8 @@ def child(imp: Imp, kv: KV) -> None:
 
 
 def _child_request(imp: Imp, trail: audit.Trail) -> Request:
+    from . import jsonin  # the child's alone: the privileged parent never loads it
+
     ctx = _security_context(imp)
     _check_caller(imp, trail)
     command = imp.env.get("FLUX_IMP_EXEC_HELPER")

@@ -33,7 +33,6 @@ import errno
 import os
 
 from ..sign.kv import KV
-from .jsonin import ABSENT
 
 # The exec child imports this module: dataclasses and typing would cost it
 # milliseconds of start-up, so types are for mypy only.
@@ -100,6 +99,8 @@ NO_CONTAINMENT = DevicePolicy("auto", ())
 
 def from_options(options: Json | Absent) -> DevicePolicy:
     """The device policy that ``options`` asks for; OptionsError(EINVAL)."""
+    from .jsonin import ABSENT  # here: only the child parses JSON, the parent never loads it
+
     if options is ABSENT:
         return NO_CONTAINMENT
     if not isinstance(options, dict):
