@@ -31,6 +31,7 @@ from .impenv import ImpInstall
 from .jobs import (
     ESCAPER,
     SLEEPER,
+    TIMEOUT,
     ExecSetup,
     alive,
     exits,
@@ -41,6 +42,7 @@ from .jobs import (
     start_exec,
     write_exec_config,
 )
+from .test_run import make_setup
 
 # -- fixtures and local helpers --------------------------------------------
 
@@ -169,6 +171,96 @@ def test_imp_waits_for_the_cgroup_to_empty(exec_setup: ExecSetup, job_cgroup: Pa
         assert finish(proc) == (-signal.SIGTERM, "")
     assert not alive(grandchild)
     assert (job_cgroup / "cgroup.procs").read_text() == ""
+
+
+# -- no signal for a recycled pid ------------------------------------------
+
+# The job's main process exits at once; its grandchild holds the cgroup.
+LEAVER = "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $$ $!"
+
+
+def state(pid: int) -> str | None:
+    """The state letter of ``pid`` (Z: a zombie), None once it is reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def await_datagram(sock: socket.socket, text: str) -> None:
+    """Wait for the IMP's ``text`` notification (STOPPING=1: it saw the child exit)."""
+    sock.settimeout(TIMEOUT)
+    while sock.recv(4096).decode() != text:
+        pass
+
+
+@contextlib.contextmanager
+def occupying(pid: int) -> Iterator[subprocess.Popen[bytes] | None]:
+    """A new process group leader whose pid is ``pid``, if that pid is free
+    (ns_last_pid makes it the next one given out); None if it is not."""
+    last = Path("/proc/sys/kernel/ns_last_pid")
+    found = None
+    for _ in range(50):  # some other fork may take it first
+        try:
+            last.write_text(str(pid - 1))
+        except OSError:  # not in the initial pid namespace
+            break
+        proc = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+        if proc.pid == pid:
+            found = proc
+            break
+        proc.kill()
+        proc.wait()
+    try:
+        yield found
+    finally:
+        if found is not None:
+            found.kill()
+            found.wait()
+
+
+def test_exec_shell_stays_unreaped_until_the_cgroup_is_empty(
+    exec_setup: ExecSetup, job_cgroup: Path, notify_socket: tuple[str, socket.socket]
+) -> None:
+    # A zombie keeps its pid: nothing the IMP still signals can be another's.
+    address, sock = notify_socket
+    proc = start_exec(exec_setup, ["-c", LEAVER], env={"NOTIFY_SOCKET": address},
+                      preexec=in_cgroup(job_cgroup, exec_setup.owner))
+    with running(proc):
+        shell, grandchild = ready_line(proc)
+        await_datagram(sock, "STOPPING=1")
+        assert state(shell) == "Z"
+        os.kill(proc.pid, signal.SIGUSR1)  # empties the cgroup
+        assert finish(proc) == (0, "")
+    assert state(shell) is None
+    assert exits(grandchild)
+
+
+def test_run_never_signals_a_recycled_process_group(
+    imp: ImpInstall, owner: pwd.struct_passwd, world_tmp: Path, job_cgroup: Path,
+    notify_socket: tuple[str, socket.socket],
+) -> None:  # fmt: skip
+    # run forwards to -pgid after its command exits, and SIGUSR1 SIGKILLs
+    # it: were the command reaped, its pid could lead a new group by then.
+    setup = make_setup(imp, owner, world_tmp, sudo=False)
+    (setup.bin / "sleep.sh").write_text(f"#!/bin/sh\n{LEAVER}\n")
+    address, sock = notify_socket
+    proc = subprocess.Popen(setup.argv("sleep"), env=setup.env({"NOTIFY_SOCKET": address}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/",
+                            preexec_fn=in_cgroup(job_cgroup, owner))  # fmt: skip
+    with running(proc):
+        command, grandchild = ready_line(proc)
+        await_datagram(sock, "STOPPING=1")
+        with occupying(command) as impostor:
+            for sig in (signal.SIGTERM, signal.SIGUSR1):  # forwarded, then the kill
+                os.kill(proc.pid, sig)
+            assert finish(proc) == (0, "")
+            if impostor is not None:
+                assert impostor.poll() is None, "the IMP signalled a group not the job's"
+        assert impostor is None  # the command's pid stayed taken
+    assert state(command) is None
+    assert exits(grandchild)
 
 
 # -- systemd notification --------------------------------------------------

@@ -7,6 +7,11 @@ mode, for its cgroup to empty, then exits the way the child did.  With a
 job cgroup of its own (jobcgroup.py), that cgroup is what SIGUSR1 kills and
 what the parent waits for, and ``finish`` runs once it is empty.
 
+Unlike upstream, the child is reaped only after the cgroup wait: until
+then it stays a zombie, which keeps its pid (and so its process group id)
+from being given to another process that a forwarded signal or SIGUSR1's
+SIGKILL would then hit.
+
 Signals are handled synchronously: the parent keeps every signal blocked
 and takes the ones it handles (and SIGCHLD) with sigwaitinfo.  A Python
 handler only runs between bytecodes, so a signal arriving just before a
@@ -101,6 +106,7 @@ def spawn_and_proxy(
     _notify_or_warn(socket, "STOPPING=1")
     sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
     proxy.wait_cgroup()
+    proxy.reap()  # no signal goes to its pid or group from here on
     if finish is not None:
         finish()
     sd_notify(socket, "STATUS=cgroup is now empty, exiting")
@@ -141,8 +147,9 @@ class _Proxy:
         self.cgroup = cgroup
         self.job = job
         self.pid = pid
-        # kill(-pgid) signals the group; None once there is nobody to forward to.
-        self.target: int | None = -pid if signal_group else pid
+        # kill(-pgid) signals the group.  Safe until reap(): the unreaped
+        # child keeps its pid, hence the group id, from being reused.
+        self.target = -pid if signal_group else pid
 
     def handle(self, sig: int) -> None:
         if sig == signal.SIGUSR1 and self.job is not None:
@@ -152,29 +159,31 @@ class _Proxy:
                 _kill_pids(_children(), signal.SIGKILL)
         elif sig == signal.SIGUSR1:
             _kill_job(self.cgroup)
-            if self.target is not None and self.target < 0:
+            if self.target < 0:
                 # run: its whole process group too, even outside cgroup-kill mode.
                 with _suppress(OSError):
                     os.kill(self.target, signal.SIGKILL)
-        elif sig in _FORWARDED and self.target is not None:
+        elif sig in _FORWARDED:
             with _suppress(OSError):  # already gone: nothing to forward to
                 os.kill(self.target, sig)
 
     def wait_child(self) -> int:
-        """Handle signals until the child exits; its wait status."""
+        """Handle signals until the child exits, left unreaped; its wait status."""
         while True:
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                # WNOWAIT: a zombie until reap(), so its pid stays ours.
+                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError as exc:
                 die(f"waitpid: {exc.strerror}")
-            if pid == self.pid:
-                break
+            if info is not None:
+                return _wait_status(info)
             self.handle(signal.sigwaitinfo(_WAITED).si_signo)
-        if self.target == self.pid:
-            # The pid is free for reuse: never signal it again.  A process
-            # group outlives its leader, so run's forwarding goes on.
-            self.target = None
-        return status
+
+    def reap(self) -> None:
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError as exc:
+            die(f"waitpid: {exc.strerror}")
 
     def wait_cgroup(self) -> None:
         """In cgroup-kill mode, handle signals until only the IMP is left."""
@@ -260,6 +269,13 @@ def _kill_pids(pids: list[int], sig: int) -> int:
     if error is not None and count == 0:
         raise error
     return count
+
+
+def _wait_status(info: os.waitid_result) -> int:
+    """waitid's report as the wait status waitpid would have given."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
 
 
 def _describe(status: int) -> str:
