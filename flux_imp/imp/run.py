@@ -194,7 +194,7 @@ def _authorize(imp: Imp, table: object, kv: KV, trail: audit.Trail) -> dict[byte
     env, refused = _command_env(table, kv)
     trail.note(env=[name.decode("utf-8", "surrogateescape") for name in env],
                env_refused=refused or None)
-    if imp.setuid:  # inherited by root's command; the caller's cannot lower its own
+    if imp.setuid:  # ours now, so the command's: none of the caller's limits
         trail.note(limits_capped=_take_pid1_limits() or None)
     trail.decide("allowed")
     return env
