@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,10 @@ import pytest
 
 from flux_imp.imp import bpf, containment, devices, jobcgroup
 from flux_imp.imp.bpf import ACC_MKNOD, ACC_READ, ACC_WRITE, DEV_BLOCK, DEV_CHAR, Rule
+from flux_imp.imp.devices import DeviceRules
 from flux_imp.imp.log import ImpError
-from flux_imp.imp.options import DevicePolicy
+from flux_imp.imp.options import DevicePolicy, OptionsError
+from flux_imp.sign.kv import KV
 
 from .containment_helpers import (
     JOBID,
@@ -142,7 +145,7 @@ def test_root_cgroup_is_refused_before_anything_is_attached(
     job = containment.Containment(trail=None)  # type: ignore[arg-type]
     imp: Any = type("Imp", (), {"cgroup": _Cgroup(mount + "/")})()
     with pytest.raises(ImpError) as info:
-        job._devices(imp, DevicePolicy("closed", ()))
+        job._devices(imp, DeviceRules("closed", ()))
     assert info.value.message == (
         "exec: failed to apply device containment policy: refusing to attach a device "
         f"program to the root cgroup {mount}/")
@@ -223,3 +226,81 @@ def test_device_containment_is_refused_in_the_root_cgroup(setup: ExecSetup,
     assert (code, out) == (1, "")
     assert err == ("flux-imp: Fatal: exec: failed to apply device containment policy: "
                    f"refusing to attach a device program to the root cgroup {mount}/\n")
+
+
+def test_device_path_the_owner_cannot_reach_is_ignored_like_a_missing_one(
+    setup: ExecSetup, test_cgroup: Path, world_tmp: Path
+) -> None:
+    """The child stats DeviceAllow paths as the owner: a node behind a
+    directory only root can search (here /dev/null, through a symlink the
+    owner planted in /dev/shm) is no more found than a missing one, so the
+    outcome says nothing about what root could see there."""
+    hidden = world_tmp / "hidden"
+    hidden.mkdir()
+    hidden.chmod(0o700)
+    (hidden / "null").symlink_to("/dev/null")
+    link = Path("/dev/shm") / f"fluximp-test-{secrets.token_hex(4)}"
+    opts = {"DevicePolicy": "strict", "DeviceAllow": [[str(link), "r"]]}
+    seen = []
+    try:
+        for target in (hidden / "null", hidden / "missing"):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+            seen.append(outcome(start(setup, READ_NULL, world_tmp, cgroup=test_cgroup,
+                                      opts=opts)))  # fmt: skip
+    finally:
+        link.unlink(missing_ok=True)
+    assert seen[0] == seen[1]
+    code, out, err = seen[0]
+    assert (code, out) == (1, "")
+    assert err.startswith(f"flux-imp: Warning: device: ignore {link} (r): Permission denied\n")
+    assert "/dev/null: Operation not permitted" in err
+
+
+def test_rules_round_trip_through_the_privsep_message() -> None:
+    device = devices.resolve(DevicePolicy("closed", (("char-mem", "rw"), ("/dev/zero", "r"))))
+    assert any(rule.minor is None for rule in device.rules)  # char-pts, char-mem
+    kv = KV()
+    devices.encode(device, kv)
+    assert devices.decode(KV.decode(kv.encode())) == device
+    assert devices.decode(KV()) is None  # absent: no containment
+
+
+def _message(entries: dict[str, str | int]) -> KV:
+    kv = KV()
+    for key, value in {"device.policy": "strict", **entries}.items():
+        if isinstance(value, int):
+            kv.put_int(key, value)
+        else:
+            kv.put_str(key, value)
+    return kv
+
+
+@pytest.mark.parametrize("entry", [
+    "c:1:3", "c:1:3:rw:x", "x:1:3:rw", "c:1:3:rwx", "c:1:3:", "c:01:3:rw", "c:+1:3:rw",
+    "c: 1:3:rw", "c:1:-2:rw", "c:4096:0:rw", "c:1:1048576:rw", "c:-1:3:rw", "c:١:3:rw",
+    "c:1:*:rw",
+])  # fmt: skip
+def test_parent_refuses_malformed_rules(entry: str) -> None:
+    with pytest.raises(OptionsError, match=r"^Invalid argument$"):
+        devices.decode(_message({"device.count": 1, "device.0": entry}))
+
+
+def test_parent_accepts_rules_of_upstreams_form() -> None:
+    got = devices.decode(_message({"device.count": 2, "device.0": "c:4095:1048575:rwm",
+                                   "device.1": "b:0:-1:m"}))  # fmt: skip
+    assert got == DeviceRules("strict", (Rule("c", 4095, 1048575, "rwm"), Rule("b", 0, None, "m")))
+
+
+@pytest.mark.parametrize(("entries", "why"), [
+    ({"device.count": "1", "device.0": "c:1:3:r"}, "Invalid argument"),
+    ({"device.count": 1}, "Invalid argument"),  # missing entry
+    ({"device.count": 1, "device.0": 5}, "Invalid argument"),  # not a string
+    ({"device.count": 0, "device.0": "c:1:3:r"}, "Invalid argument"),  # stray entry
+    ({"device.count": 0, "device.policy": "bogus"}, "Invalid argument"),
+    ({"device.count": 513}, "Numerical result out of range"),
+    ({"device.count": -1}, "Numerical result out of range"),
+])  # fmt: skip
+def test_parent_refuses_malformed_messages(entries: dict[str, str | int], why: str) -> None:
+    with pytest.raises(OptionsError, match=rf"^{why}$"):
+        devices.decode(_message(entries))

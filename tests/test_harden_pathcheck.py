@@ -42,8 +42,12 @@ def imps(imp: ImpInstall) -> Iterator[Imps]:
         etc = top / "etc"
         for sub in ("etc", "etc/flux", "etc/flux/imp"):
             (top / sub).mkdir(mode=0o755)
-        binary = impenv.build_installed(imp, top / "bin" / "flux-imp", str(etc))
-        yield Imps(binary, imp.test_build, etc)
+        # Beside the session's builds: where a setuid build may be.
+        binary = impenv.build_installed(imp, imp.prefix / f"flux-imp-{top.name}", str(etc))
+        try:
+            yield Imps(binary, imp.test_build, etc)
+        finally:
+            binary.unlink()
 
 
 def run(imps: Imps, build: str, owner: pwd.struct_passwd, config: str, args: list[str],

@@ -75,10 +75,12 @@ def no_core(user: pwd.struct_passwd) -> Callable[[], None]:
 
 @pytest.fixture
 def notify_socket(world_tmp: Path) -> Iterator[tuple[str, socket.socket]]:
-    """A bound datagram socket and its NOTIFY_SOCKET value (a path)."""
+    """A bound datagram socket and its NOTIFY_SOCKET value (a path), which
+    every user may write, as systemd's: the IMP connects as the caller."""
     path = world_tmp / "notify"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(path))
+        path.chmod(0o777)
         yield str(path), sock
 
 

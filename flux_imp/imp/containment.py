@@ -11,14 +11,17 @@ root); ``finish()`` runs in the parent once the job's cgroup is empty.
 from __future__ import annotations
 
 import pwd
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config as cf
 from . import audit, jobcgroup
 from .jobcgroup import JobCgroup
 from .log import die, log
-from .options import DevicePolicy, Limits
+from .options import Limits
 from .state import Imp
+
+if TYPE_CHECKING:  # devices (and bpf) load only when containment asks for them
+    from .devices import DeviceRules
 
 
 class Containment:
@@ -30,7 +33,7 @@ class Containment:
         self.tmp_size: str | None = None
 
     @classmethod
-    def setup(cls, imp: Imp, exec_conf: Any, arg: str, device: DevicePolicy,
+    def setup(cls, imp: Imp, exec_conf: Any, arg: str, device: DeviceRules | None,
               limits: Limits, target: pwd.struct_passwd, trail: audit.Trail) -> Containment:
         self = cls(trail)
         try:
@@ -69,10 +72,11 @@ class Containment:
         self.trail.note(cgroup=self.cgroup.path,
                         limits=[f"{k}={v}" for k, v in jobcgroup.limit_values(limits).items()])
 
-    def _devices(self, imp: Imp, device: DevicePolicy) -> None:
-        if not device.contained:
+    def _devices(self, imp: Imp, device: DeviceRules | None) -> None:
+        """Attach the allow-list the child resolved (None: no containment)."""
+        if device is None:
             return
-        from . import bpf, devices
+        from . import bpf
 
         if self.cgroup is not None:
             where = self.cgroup.path
@@ -85,7 +89,7 @@ class Containment:
             # Upstream would attach here and cut the whole machine off its devices.
             die("exec: failed to apply device containment policy: refusing to attach "
                 f"a device program to the root cgroup {where}")
-        rules = devices.rules(device)
+        rules = list(device.rules)
         try:
             bpf.attach(where, rules)
         except OSError as exc:

@@ -1,15 +1,31 @@
-"""The only module that changes credentials (set*id, initgroups).
+"""The only module that changes credentials (set*id, initgroups, setfs*id,
+the session keyring).
 
 Every drop is permanent (real, effective and saved ids all set) and then
-verified by trying to regain root, which must fail.
+verified by trying to regain root, which must fail.  The one temporary
+change, of the file-system ids only, is verified both ways.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 
-from .log import die
+from .log import die, log
+
+# Annotations only: typing costs start-up time (mypy reads this as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+# keyctl(2): no libc wrapper (libkeyutils has one), so the syscall by number.
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280,
+              "i686": 288, "armv7l": 311}  # fmt: skip
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
 def _verify_cannot_regain(uid: int, gid: int) -> None:
@@ -74,3 +90,50 @@ def simulate_sudo(name: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def with_fs_ids(uid: int, gid: int, action: Callable[[], T]) -> T:
+    """``action()`` with only the file-system ids set to ``uid``/``gid``
+    (setfsuid(2), setfsgid(2)): path lookups, connects and opens are judged
+    as that user's, while every other id, and so who may signal us, stays.
+    OSError(EPERM) if the switch does not take."""
+    import ctypes  # only here and in exec's child: not on every start-up
+
+    libc = ctypes.CDLL(None)
+    for call in (libc.setfsuid, libc.setfsgid):
+        call.argtypes, call.restype = [ctypes.c_uint], ctypes.c_uint  # uid_t, gid_t
+
+    def switch(new_uid: int, new_gid: int) -> bool:
+        # Each call returns the previous id, success or not: a second call tells.
+        libc.setfsgid(new_gid)
+        libc.setfsuid(new_uid)
+        return bool(libc.setfsgid(new_gid) == new_gid and libc.setfsuid(new_uid) == new_uid)
+
+    old_uid, old_gid = os.geteuid(), os.getegid()  # what the fs ids follow
+    try:
+        if not switch(uid, gid):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        return action()
+    finally:
+        if not switch(old_uid, old_gid):
+            die("restoring the file-system ids failed")
+
+
+def join_new_session_keyring() -> None:
+    """Job shell: a new, empty session keyring of its own, instead of the
+    caller's, whose keys it would possess.  Without keyrings in the kernel
+    (ENOSYS) there is nothing to share: a warning, not fatal."""
+    import ctypes  # exec's child: ctypes runs its execvp(3) next anyway
+
+    machine = os.uname().machine
+    number = SYS_KEYCTL.get(machine)
+    if number is None:
+        die(f"exec: keyctl(2) syscall number unknown on {machine}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(ctypes.c_long(number), ctypes.c_int(_KEYCTL_JOIN_SESSION_KEYRING),
+                    ctypes.c_char_p(None)) >= 0:
+        return
+    err = ctypes.get_errno()
+    if err != errno.ENOSYS:
+        die(f"exec: failed to join a new session keyring: {os.strerror(err)}")
+    log.warn("exec: kernel without keyrings: no session keyring for the job")

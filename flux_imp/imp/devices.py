@@ -8,16 +8,52 @@ harmless devices, ``strict`` from nothing.  An entry names a device node
 major of that name in /proc/devices, any minor); its access is 1-3 of
 ``rwm``.  An entry that cannot be resolved is skipped with a warning: the
 result only ever allows less (fail closed).
+
+As upstream, the unprivileged child resolves the entries, so a path is
+reached with the caller's ids (a stat as root would tell the caller what
+lies behind any symlink it plants, and could trigger automounts), and
+sends the parent only device numbers, ``device.<i>`` = ``c:1:3:rw`` (minor
+-1: any), with ``device.count`` and ``device.policy``.  The parent checks
+their form (at most 512, ERANGE, as upstream) and uses them as they are.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
+from ..sign.kv import KV
 from .bpf import Rule
 from .log import log
-from .options import DevicePolicy
+from .options import POLICIES, DevicePolicy, OptionsError
+
+MAX_ENTRIES = 512  # upstream DEVICE_ALLOW_MAX_ENTRIES
+_MAJOR_MAX, _MINOR_MAX = (1 << 12) - 1, (1 << 20) - 1  # the kernel's dev_t
+_COUNT, _POLICY = "device.count", "device.policy"
+
+
+class DeviceRules(tuple[str, "tuple[Rule, ...]"]):
+    """A named tuple (``policy, rules``) without typing: the policy asked
+    for (for the audit) and the allow-list it resolved to."""
+
+    __slots__ = ()
+
+    def __new__(cls, policy: str, rules: tuple[Rule, ...]) -> DeviceRules:
+        return tuple.__new__(cls, (policy, rules))
+
+    @property
+    def policy(self) -> str:
+        return self[0]
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self[1]
+
+
+def resolve(device: DevicePolicy) -> DeviceRules:
+    """The child's half: ``device`` resolved with the caller's ids."""
+    return DeviceRules(device.policy, tuple(rules(device)))
 
 BASELINE = (
     ("/dev/null", "rwm"), ("/dev/zero", "rwm"), ("/dev/full", "rwm"),
@@ -62,9 +98,6 @@ def _resolve(spec: str, access: str) -> list[Rule]:
 
 
 def _node_rule(spec: str, access: str) -> Rule:
-    # Never stat (as root) outside /dev on the resource owner's behalf.
-    if not os.path.normpath(spec).startswith("/dev/"):
-        raise _Ignored("not a device")
     try:
         st = os.stat(spec)
     except OSError as exc:
@@ -95,3 +128,65 @@ def _class_rules(name: str, kind: str, access: str) -> list[Rule]:
     if not found:
         raise _Ignored("not found in /proc/devices")
     return found
+
+
+# ------------------------------------------------------ the privsep message
+
+
+def _number(text: str, limit: int) -> int:
+    """A decimal 0..``limit`` as ``%d`` writes it; OptionsError otherwise."""
+    if not (text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")):
+        raise OptionsError(errno.EINVAL)
+    value = int(text)
+    if value > limit:
+        raise OptionsError(errno.EINVAL)
+    return value
+
+
+def _rule_text(rule: Rule) -> str:
+    return f"{rule.kind}:{rule.major}:{-1 if rule.minor is None else rule.minor}:{rule.access}"
+
+
+def _parse_rule(text: str) -> Rule:
+    parts = text.split(":")
+    if len(parts) != 4 or parts[0] not in ("c", "b") or not _valid_access(parts[3]):
+        raise OptionsError(errno.EINVAL)
+    kind, major, minor, access = parts
+    return Rule(kind, _number(major, _MAJOR_MAX),
+                None if minor == "-1" else _number(minor, _MINOR_MAX), access)
+
+
+def encode(device: DeviceRules, kv: KV) -> None:
+    """Add the resolved ``device`` to the privsep message."""
+    kv.put_str(_POLICY, device.policy)
+    kv.put_int(_COUNT, len(device.rules))
+    for i, rule in enumerate(device.rules):
+        kv.put_str(f"device.{i}", _rule_text(rule))
+
+
+def decode(kv: KV) -> DeviceRules | None:
+    """The rules in a privsep message (None: no containment, as upstream
+    when absent); anything malformed is an OptionsError."""
+    names = kv.keys()  # a KV is not a dict: keys() is its only listing
+    keys = {name for name in names if name.startswith("device.")}
+    if not keys:
+        return None
+    count = kv.get_int(_COUNT)
+    if count is None:
+        raise OptionsError(errno.EINVAL)
+    if not 0 <= count <= MAX_ENTRIES:
+        raise OptionsError(errno.ERANGE)
+    policy = kv.get_str(_POLICY)
+    if policy not in POLICIES:
+        raise OptionsError(errno.EINVAL)
+    entries = [f"device.{i}" for i in range(count)]
+    if keys != {_COUNT, _POLICY, *entries}:
+        raise OptionsError(errno.EINVAL)  # missing or stray entries
+    found = []
+    for key in entries:
+        text = kv.get_str(key)
+        if text is None:  # not a string
+            raise OptionsError(errno.EINVAL)
+        found.append(_parse_rule(text))
+    assert policy is not None
+    return DeviceRules(policy, tuple(found))

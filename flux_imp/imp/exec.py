@@ -6,7 +6,8 @@ upstream's (INTEROP.md 4.4).
 The unprivileged child (running as the caller) parses everything hostile:
 argv, the JSON input (from stdin or ``FLUX_IMP_EXEC_HELPER``), J, options.
 It sends the privileged parent one kv message: ``J``, ``shell_path``,
-``args0..N``, the device policy and resource limits.
+``args0..N``, the device allow-list it resolved (devices.py: paths are
+stat'ed with the caller's ids, as upstream) and resource limits.
 
 The privileged parent trusts none of it: it reloads the signing config as
 root, checks the caller, decodes the message strictly, verifies J again,
@@ -15,7 +16,10 @@ waits for the child, sets up the containment that is configured or
 requested (containment.py: PAM session, job cgroup and limits, device
 program, private /tmp) and only then forks the job shell through proxy.py.  The
 shell gets the target's credentials, cwd ``/``, the caller's umask and the
-caller's environment without dynamic-loader variables.
+caller's environment without dynamic-loader variables.  Unlike upstream's,
+it also gets a session of its own (no controlling terminal: the caller's
+tty is out of its reach), a new session keyring (not the caller's) and no
+file descriptor but 0, 1 and 2; its parent is still the IMP.
 
 Every decision is audited (audit.py).  Not setuid (a test set-up), the
 child runs the shell itself if ``allow-unprivileged-exec`` is set.
@@ -42,7 +46,8 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
     from ..sign import Context
-    from .options import DevicePolicy, Limits
+    from .devices import DeviceRules
+    from .options import Limits
     from .state import Imp
 
 _MESSAGE_KEYS = frozenset({"cmd", "J", "shell_path"})
@@ -53,12 +58,12 @@ class Request:
 
     __slots__ = ("J", "argv", "device", "limits", "shell")
 
-    def __init__(self, shell: str, argv: list[str], J: str, device: DevicePolicy,
+    def __init__(self, shell: str, argv: list[str], J: str, device: DeviceRules | None,
                  limits: Limits) -> None:
         self.shell = shell
         self.argv = argv  # the job shell's argv: [SHELL, ARG, ...]
         self.J = J
-        self.device = device
+        self.device = device  # None: no device containment
         self.limits = limits
 
 
@@ -134,8 +139,29 @@ def _exec_shell(shell: str, argv: list[str], environ: list[bytes]) -> NoReturn:
     except OSError:
         die("exec: failed to chdir to /")
     helper.default_signals()
+    _close_fds_above_stdio()
     err = helper.execvp(shell, argv, environ)
     die(f"{shell}: {err.strerror}", helper.exec_failure_code(err))
+
+
+def _close_fds_above_stdio() -> None:
+    """Only 0, 1 and 2 reach the shell: PAM modules and C libraries may have
+    left descriptors open without close-on-exec (Python opens none)."""
+    try:
+        highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+    except (OSError, ValueError):  # no /proc: every descriptor there may be
+        highest = os.sysconf("SC_OPEN_MAX") - 1
+    os.closerange(3, highest + 1)
+
+
+def _leave_callers_session() -> None:
+    """A session of its own, without a controlling terminal: the caller's
+    tty (the shell's stdio may still be it) then refuses TIOCSTI, so the
+    job cannot type commands into the caller's shell."""
+    try:
+        os.setsid()
+    except OSError as exc:
+        die(f"exec: setsid: {exc.strerror}")
 
 
 # ----------------------------------------------------------- unprivileged half
@@ -191,6 +217,11 @@ def _child_request(imp: Imp, trail: audit.Trail) -> Request:
     except OptionsError as exc:
         die(f"exec: failed to parse device containment policy: {exc.strerror}")
     log.debug(f"device: {device.policy}" if device.contained else "device: allow all")
+    rules = None
+    if device.contained:
+        from . import devices
+
+        rules = devices.resolve(device)  # here, as the caller, never as root
     try:
         limits = options.limits_from_options(given.options)
     except OptionsError as exc:
@@ -199,7 +230,7 @@ def _child_request(imp: Imp, trail: audit.Trail) -> Request:
         status = proc.wait()
         if status != 0:
             die(f"exec: helper {command} failed with status=0x{status:04x}")
-    return Request(shell, argv, given.J, device, limits)
+    return Request(shell, argv, given.J, rules, limits)
 
 
 def _read_stdin() -> bytes:
@@ -217,7 +248,10 @@ def _put_request(request: Request, kv: KV) -> None:
     kv.put_str("shell_path", request.shell)
     for i, arg in enumerate(request.argv):
         kv.put_str(f"args{i}", arg)
-    options.encode(request.device, kv)
+    if request.device is not None:
+        from . import devices
+
+        devices.encode(request.device, kv)
     options.encode_limits(request.limits, kv)
 
 
@@ -257,6 +291,8 @@ def parent(imp: Imp, kv: KV) -> None:
         if job is not None:
             job.enter()
         creds.become_user(target)
+        creds.join_new_session_keyring()  # created as the target: the target's
+        _leave_callers_session()
         os.umask(imp.umask)
         _exec_shell(request.shell, request.argv, environ)
 
@@ -267,7 +303,7 @@ def parent(imp: Imp, kv: KV) -> None:
 
 def _containment_wanted(exec_conf: Any, request: Request) -> bool:
     """Is any containment configured or requested?  (Cheap: no imports.)"""
-    return (request.device.contained or cf.as_bool(cf.get_in(exec_conf, "pam-support"))
+    return (request.device is not None or cf.as_bool(cf.get_in(exec_conf, "pam-support"))
             or isinstance(cf.get_in(exec_conf, "cgroup"), dict)
             or isinstance(cf.get_in(exec_conf, "private-tmp"), dict))
 
@@ -283,15 +319,19 @@ def _decode_request(kv: KV) -> Request:
     argv = _decode_argv(kv)
     if argv is None or len(argv) < 2 or argv[0] != shell:
         die("exec: Failed to get job shell arguments")
-    try:
-        device = options.decode(kv)
-    except OptionsError as exc:
-        die(f"exec: failed to decode device containment policy: {exc.strerror}")
+    names = kv.keys()
+    device = None
+    if any(name.startswith("device.") for name in names):  # devices loads bpf: only then
+        from . import devices
+
+        try:
+            device = devices.decode(kv)
+        except OptionsError as exc:
+            die(f"exec: failed to decode device containment policy: {exc.strerror}")
     try:
         limits = options.decode_limits(kv)
     except OptionsError as exc:
         die(f"exec: failed to decode resource limits: {exc.strerror}")
-    names = kv.keys()
     if len(set(names)) != len(names) or any(
         name not in _MESSAGE_KEYS and not _is_arg_key(name)
         and not name.startswith(("device.", "limit.")) for name in names

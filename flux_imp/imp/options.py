@@ -10,9 +10,8 @@ upstream's src/imp/exec/device.c parses it, with its one error (EINVAL):
   strings (specifier, access); extra elements are ignored.
 
 ``auto`` with no or an empty DeviceAllow means "no containment"; anything
-else asks for containment.  The privsep child carries the policy and the
-raw pairs to the parent, which decodes them strictly (at most 512 entries,
-ERANGE, as upstream) and resolves them when it applies them (devices.py).
+else asks for containment.  The privsep child resolves the pairs itself
+and sends the parent the resulting device numbers (devices.py).
 
 Resource limits (not upstream) use the names and D-Bus values of the
 systemd unit properties that flux-core's exec helper can copy: integers
@@ -43,12 +42,6 @@ if TYPE_CHECKING:
     from .jsonin import Absent, Json
 
 POLICIES = ("auto", "closed", "strict")
-MAX_ENTRIES = 512  # upstream DEVICE_ALLOW_MAX_ENTRIES
-
-# kv keys in the privsep message (entry i: device.<i>.spec, device.<i>.access).
-_PREFIX = "device."
-_COUNT = "device.count"
-_POLICY = "device.policy"
 _LIMIT = "limit."  # limit.<Name> = decimal value or "infinity"
 
 LIMIT_NAMES = ("MemoryMax", "TasksMax", "CPUQuotaPerSecUSec")
@@ -121,45 +114,6 @@ def from_options(options: Json | Absent) -> DevicePolicy:
         if "\0" in entry[0] or "\0" in entry[1]:
             raise OptionsError(errno.EINVAL)  # C strings cannot hold one (jansson refuses it)
         pairs.append((entry[0], entry[1]))
-    return DevicePolicy(policy, tuple(pairs))
-
-
-def encode(device: DevicePolicy, kv: KV) -> None:
-    """Add ``device`` to the privsep message (nothing if not contained)."""
-    if not device.contained:
-        return
-    kv.put_str(_POLICY, device.policy)
-    kv.put_int(_COUNT, len(device.allow))
-    for i, (spec, access) in enumerate(device.allow):
-        kv.put_str(f"device.{i}.spec", spec)
-        kv.put_str(f"device.{i}.access", access)
-
-
-def decode(kv: KV) -> DevicePolicy:
-    """The policy in a privsep message; anything malformed is an OptionsError."""
-    names = kv.keys()  # a KV is not a dict: keys() is its only listing
-    keys = {name for name in names if name.startswith(_PREFIX)}
-    if not keys:
-        return NO_CONTAINMENT  # absent means no containment, as upstream
-    count = kv.get_int(_COUNT)
-    if count is None:
-        raise OptionsError(errno.EINVAL)
-    if not 0 <= count <= MAX_ENTRIES:
-        raise OptionsError(errno.ERANGE)
-    policy = kv.get_str(_POLICY)
-    if policy not in POLICIES:
-        raise OptionsError(errno.EINVAL)
-    expected = {_COUNT, _POLICY}
-    pairs = []
-    for i in range(count):
-        spec, access = kv.get_str(f"device.{i}.spec"), kv.get_str(f"device.{i}.access")
-        if spec is None or access is None:
-            raise OptionsError(errno.EINVAL)
-        expected |= {f"device.{i}.spec", f"device.{i}.access"}
-        pairs.append((spec, access))
-    if keys != expected:
-        raise OptionsError(errno.EINVAL)  # stray entries
-    assert policy is not None
     return DevicePolicy(policy, tuple(pairs))
 
 

@@ -3,6 +3,10 @@
 One datagram per message to ``NOTIFY_SOCKET``: a path (``/...``) or an
 abstract name (``@...``).  The caller passes the variable's value, so the
 IMP reads it from the caller's environment, never from its own.
+
+Unlike upstream, a privileged IMP connects to a path with the caller's
+file-system ids: the path is the caller's choice, so it must reach only a
+socket the caller could reach itself (systemd's are writable by all).
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ def notify(env_value: str | None, message: str) -> None:
     import socket  # only under systemd: keep it off the common exec path
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.connect(address)
+        if os.geteuid() == 0 and not address.startswith(b"\0"):
+            from .creds import with_fs_ids
+
+            with_fs_ids(os.getuid(), os.getgid(), lambda: sock.connect(address))
+        else:
+            sock.connect(address)  # abstract names have no permissions to check
         if sock.send(data) != len(data):
             raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
 
