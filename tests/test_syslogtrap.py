@@ -1,6 +1,7 @@
 """The audit capture of syslogtrap.py itself: whatever the host's /dev/log
-is, records reach our socket (not the host's logger), and the host's
-mounts and /dev are left as they were."""
+is, records reach our socket (datagram or stream), not the host's logger;
+NoSyslog leaves none at all and binds /var/log; and the host's mounts and
+/dev are left as they were."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from .syslogtrap import (
     MS_BIND,
     SyslogTrap,
     mount,
+    no_syslog,
     private_dev,
     private_mounts,
+    syslog_trap,
 )
 
 LOG = ("import syslog; syslog.openlog('flux-imp', syslog.LOG_PID, syslog.LOG_AUTHPRIV); "
@@ -94,3 +97,31 @@ def test_records_reach_the_trap_whatever_the_hosts_dev_log(
     assert received(decoy) == []
     assert (mounts(), os.path.lexists("/dev/log")) == before
     assert list(syslog.scratch.iterdir()) == []
+
+
+def test_a_stream_trap_reads_glibcs_stream_records(world_tmp: Path) -> None:
+    """glibc's syslog(3) retries a stream /dev/log (EPROTOTYPE) and ends each
+    record with NUL: the trap reads them as the IMP's are compared."""
+    with syslog_trap(world_tmp, socket.SOCK_STREAM) as trap:
+        log(trap.enter)
+        log(trap.enter)
+        assert trap.records() == [(AUTHPRIV_NOTICE, "probe")] * 2
+
+
+def test_no_syslog_hides_the_hosts_dev_log_and_binds_var_log(
+    decoy: socket.socket, world_tmp: Path
+) -> None:
+    before = (mounts(), os.path.lexists("/dev/log"))
+    (world_tmp / "nolog").mkdir()
+    namespace = no_syslog(world_tmp / "nolog")
+    log(host_with("socket", world_tmp), namespace.enter)
+    assert received(decoy) == []
+
+    def write_var_log() -> None:
+        Path("/var/log/probe").write_text("seen")
+
+    log(namespace.enter, write_var_log)
+    assert (namespace.log.var_log / "probe").read_text() == "seen"
+    assert not Path("/var/log/probe").exists()
+    assert (mounts(), os.path.lexists("/dev/log")) == before
+    assert list(namespace.scratch.iterdir()) == []

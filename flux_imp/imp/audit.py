@@ -1,7 +1,7 @@
-"""Audit records: one syslog line per decision (RFC 15 asks for an audit
-log of every invocation; upstream only writes stderr, INTEROP.md section 6).
+"""Audit records: one line per decision (RFC 15 asks for an audit log of
+every invocation; upstream only writes stderr, INTEROP.md section 6).
 
-Records go to syslog(3) (facility authpriv, ident ``flux-imp``, with the
+Records go to syslog (facility authpriv, ident ``flux-imp``, with the
 pid), as::
 
     exec half=privileged caller_uid=1001 caller="alice" ... outcome="allowed"
@@ -9,16 +9,30 @@ pid), as::
 Every string is quoted; ``"`` and ``\\`` are escaped with a backslash and
 any other byte outside printable ASCII is written ``\\xHH``, so a record is
 one line and no value can forge another field or record.  Long values are
-cut (a ``...`` after the closing quote says so) so that a record always
-fits in one datagram; nothing is dropped silently.
+cut (a ``...`` after the closing quote says so).
+
+Nothing is lost silently.  The datagram is sent to /dev/log here, in
+glibc's syslog(3) format, because syslog(3) says nothing when no daemon
+listens.  A record syslog does not take goes to ``FALLBACK`` (root's, 0600
+in a 0700 directory, opened O_APPEND|O_NOFOLLOW), written by the
+privileged parent only: the unprivileged child hands its records to the
+parent over a datagram socket made before the fork, and the parent writes
+them under the child's pid as the kernel reports it (SCM_CREDENTIALS).
+What cannot be written there either goes to stderr.  With
+``audit-required`` set, a half refuses to act when syslog cannot be
+reached, and no action follows a record that syslog did not take.  An IMP
+that is not setuid has no privileged half: its records go to syslog only.
 """
 
 from __future__ import annotations
 
+import _socket
+import errno
 import os
-import syslog
+import sys
+import time
 
-from .log import ImpError
+from .log import ImpError, log
 
 # Annotations only: typing, collections and contextlib cost start-up time.
 TYPE_CHECKING = False  # mypy reads this as true
@@ -42,6 +56,16 @@ else:
         except ImportError:
             from hashlib import sha256
 
+SYSLOG = "/dev/log"
+FALLBACK_DIR = "/var/log/flux-imp"
+FALLBACK = "audit.log"  # in FALLBACK_DIR
+_AUTHPRIV, _NOTICE, _WARNING = 10 << 3, 5, 4
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_SEND_TIMEOUT = 5.0  # seconds: a stuck syslog daemon means "not delivered", not a hang
+_MAX_RELAYED = 1 << 16  # bytes of one record the child hands over
+_MAX_DRAINED = 16  # records taken from the child per drain
+# A relayed record is the child's word: one line of printable ASCII, or '?'.
+_SCRUB = bytes(b if 0x20 <= b < 0x7F else 0x3F for b in range(256))
 _MAX_TEXT = 1024  # characters of one string value
 _MAX_ITEMS = 64  # strings of one list value
 
@@ -86,15 +110,176 @@ def format_record(event: str, outcome: str, fields: dict[str, Value]) -> str:
     return " ".join(parts)
 
 
+class _State:
+    """How records are delivered in this process (set once by configure())."""
+
+    required = False  # audit-required: act only on what syslog took
+    relay: tuple[_socket.socket, _socket.socket] | None = None  # (parent's end, child's end)
+
+
+def configure(required: bool, relay: bool) -> None:
+    """At start-up, before the fork: ``audit-required``, and (setuid) the
+    socket over which the child's undelivered records reach the parent."""
+    _State.required = required
+    if relay:
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX,
+                                          _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        ours.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)  # the sender's pid
+        ours.setblocking(False)
+        _State.relay = (ours, theirs)
+
+
 def record(event: str, outcome: str, **fields: Value) -> None:
-    """Log one decision; ``outcome`` is ``allowed`` or ``refused: <reason>``."""
-    priority = syslog.LOG_NOTICE if outcome == "allowed" else syslog.LOG_WARNING
-    # Opened and closed per record: no log socket may leak into the job.
-    syslog.openlog("flux-imp", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+    """Log one decision; ``outcome`` is ``allowed`` or ``refused: <reason>``.
+
+    An ``allowed`` record is what an action waits for: with audit-required,
+    if syslog does not take it, it is not kept anywhere (the action will
+    not happen) and ImpError says why, for Trail.refusals() to record."""
+    text = format_record(event, outcome, fields)
+    privileged = os.geteuid() == 0
+    if privileged:
+        drain()  # the child's records first: they came first
+    error = _syslog(_NOTICE if outcome == "allowed" else _WARNING, text)
+    if error is None:
+        return
+    if _State.required and outcome == "allowed":
+        raise ImpError(_unlogged(error))
+    if privileged:
+        _write_fallback([(os.getpid(), text)])
+    elif _State.relay is not None:
+        _hand_to_parent(text)
+
+
+def _unlogged(error: OSError) -> str:
+    return f"audit-required: cannot log to {SYSLOG}: {error.strerror}"
+
+
+def _syslog(priority: int, text: str | None) -> OSError | None:
+    """Send ``text`` to syslog as glibc's syslog(3) would (a datagram, or a
+    stream record ending in NUL where the socket is a stream one); only
+    connect if ``text`` is None.  The error, if it was not delivered."""
+    data = b""
+    if text is not None:
+        now = time.localtime()
+        stamp = (f"{_MONTHS[now.tm_mon - 1]} {now.tm_mday:2d} "
+                 f"{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d}")
+        data = f"<{_AUTHPRIV | priority}>{stamp} flux-imp[{os.getpid()}]: {text}".encode()
+    error = None
+    for kind, end in ((_socket.SOCK_DGRAM, b""), (_socket.SOCK_STREAM, b"\0")):
+        # Close-on-exec and closed after each record: no log socket reaches a job.
+        sock = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(_SEND_TIMEOUT)
+            sock.connect(SYSLOG)
+            if text is not None:
+                sock.sendall(data + end)
+            return None
+        except OSError as exc:
+            error = exc
+            if exc.errno != errno.EPROTOTYPE:
+                break  # not a stream socket either
+        finally:
+            sock.close()
+    return error
+
+
+def _hand_to_parent(text: str) -> None:
+    """The child: the record goes to the privileged parent, which writes it."""
+    assert _State.relay is not None
+    data = text.encode()
+    if len(data) > _MAX_RELAYED:
+        data = data[: _MAX_RELAYED - 3] + b"..."
     try:
-        syslog.syslog(priority, format_record(event, outcome, fields))
+        _State.relay[1].send(data, _socket.MSG_DONTWAIT)
+    except OSError as exc:
+        log.warn(f"audit: record not logged ({exc.strerror}): {text}")
+
+
+def drain() -> None:
+    """The privileged parent: write the records the child could not log."""
+    if _State.relay is None or os.geteuid() != 0:
+        return
+    found = []
+    for _ in range(_MAX_DRAINED):
+        try:
+            data, ancillary, flags, _ = _State.relay[0].recvmsg(
+                _MAX_RELAYED, _socket.CMSG_SPACE(12), _socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError: nothing (more) to take
+            break
+        pid = 0  # unknown: the kernel always says, unless something is very wrong
+        for level, kind, cred in ancillary:
+            if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_CREDENTIALS):
+                pid = int.from_bytes(cred[:4], sys.byteorder, signed=True)  # ucred.pid
+        text = data.translate(_SCRUB).decode("ascii")
+        if flags & _socket.MSG_TRUNC:
+            text += "..."
+        found.append((pid, text))
+    if found:
+        _write_fallback(found)
+
+
+def _write_fallback(records: list[tuple[int, str]]) -> None:
+    """Append ``(pid, text)`` records to FALLBACK; stderr if that fails."""
+    now = time.localtime()
+    zone = time.strftime("%z", now)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", now) + zone[:3] + ":" + zone[3:]
+    data = "".join(f"{stamp} flux-imp[{pid}]: {text}\n" for pid, text in records)
+    try:
+        fd = _open_fallback()
+        try:
+            view = memoryview(data.encode())
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        where = f"{FALLBACK_DIR}/{FALLBACK}"
+        for pid, text in records:
+            log.warn(f"audit: record not logged ({where}: {exc.strerror}): "
+                     f"flux-imp[{pid}]: {text}")
+
+
+def _open_fallback() -> int:
+    """FALLBACK for appending, only if it and its directory are root's alone.
+
+    Made root:root: the parent's egid is the caller's, which must not
+    become their group."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        dirfd = os.open(FALLBACK_DIR, flags)
+    except FileNotFoundError:
+        try:
+            os.mkdir(FALLBACK_DIR, 0o700)
+            os.chown(FALLBACK_DIR, 0, 0, follow_symlinks=False)
+        except FileExistsError:
+            pass  # made meanwhile: checked below like any other
+        dirfd = os.open(FALLBACK_DIR, flags)
+    try:
+        _check_roots(os.fstat(dirfd), FALLBACK_DIR)
+        # O_NONBLOCK: a FIFO put there fails (ENXIO) instead of hanging us.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+        try:
+            fd = os.open(FALLBACK, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
+                         dir_fd=dirfd)
+            os.fchown(fd, 0, 0)
+        except FileExistsError:
+            fd = os.open(FALLBACK, flags | os.O_CLOEXEC, dir_fd=dirfd)
     finally:
-        syslog.closelog()
+        os.close(dirfd)
+    try:
+        st = os.fstat(fd)
+        _check_roots(st, FALLBACK)
+        if (st.st_mode & 0o170000) != 0o100000:  # S_IFREG, without the stat module
+            raise OSError(errno.EINVAL, f"{FALLBACK} not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_roots(st: os.stat_result, name: str) -> None:
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise OSError(errno.EPERM, f"{name} not owned by root, or writable by group or others")
 
 
 class Trail:
@@ -122,7 +307,13 @@ class _Refusals:
         self.trail = trail
 
     def __enter__(self) -> None:
-        return None
+        """With audit-required, refuse before anything if syslog is unreachable."""
+        if _State.required:
+            error = _syslog(_NOTICE, None)
+            if error is not None:
+                message = _unlogged(error)
+                self.trail.decide(f"refused: {message}")
+                raise ImpError(message)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None,

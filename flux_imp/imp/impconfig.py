@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 _SCHEMA: dict[str, str] = {
     "allow-sudo": "bool",
     "log-level": "string",
+    "audit-required": "bool",  # act only on what syslog took (audit.py)
     "enable-path-paranoia": "bool",
     "disable-path-paranoia": "bool",
     "exec": "table",

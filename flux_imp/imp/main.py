@@ -13,7 +13,7 @@ import sys
 from .. import config as cf
 from ..paths import SYSCONFDIR
 from ..sign.kv import KV
-from . import cgroup, commands, creds, impconfig
+from . import audit, cgroup, commands, creds, impconfig
 from .environ import CallerEnv
 from .launch import LaunchDataError, read_launch_data
 from .log import ImpError, die, log
@@ -113,6 +113,7 @@ def _run(test_build: bool, sysconfdir: str) -> int:
         die("Failed to get current cgroup info")
     imp = Imp(["flux-imp", *sys.argv[1:]], env, conf, info, launch.umask, test_build,
               cwd=launch.cwd)
+    audit.configure(cf.as_bool(conf.section("audit-required")), relay=os.geteuid() == 0)
     if os.geteuid() != 0:
         _child(imp, None)  # not setuid: the unprivileged half only
         return 0
@@ -133,6 +134,7 @@ def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR) -> NoReturn:
     except ImpError as exc:
         log.fatal(exc.message)
         code = exc.code
+    audit.drain()  # the privileged parent: what the child could not log
     try:
         sys.stdout.flush()
     except OSError:
