@@ -273,3 +273,31 @@ def test_job_shell_gets_a_session_keyring_of_its_own(
     kind, uid, gid, _, name = description.split(";")
     assert (kind, int(uid), int(gid), name) == ("keyring", guest.pw_uid, guest.pw_gid, "_ses")
 
+
+
+def test_job_shell_keeps_the_keyring_of_its_pam_session(
+    imp: ImpInstall, munged: str, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
+    world_tmp: Path,
+) -> None:  # fmt: skip
+    """The keyring is made before the PAM session opens: what session
+    modules put there (pam_keyinit, a Kerberos keyring cache) reaches the job."""
+    if pam.load() is None:
+        pytest.skip("libpam.so.0 is not installed")
+    report = KEYRING_REPORT.format(nr=keyctl_number(), get=KEYCTL_GET_KEYRING_ID,
+                                   session=KEY_SPEC_SESSION_KEYRING, describe=KEYCTL_DESCRIBE)
+    seen = world_tmp / "pam-keyring"
+    hook, probe = world_tmp / "pam-hook", world_tmp / "probe.py"
+    hook.write_text(f"#!{PYTHON}\nimport os\nif os.environ.get('PAM_TYPE') == 'open_session':\n"
+                    f"    open({str(seen)!r}, 'w').write(''.join(os.popen('{PYTHON} {probe}')))\n")
+    probe.write_text(report)
+    hook.chmod(0o755)
+    probe.chmod(0o644)
+    (world_tmp / "pam.d").mkdir()
+    (world_tmp / "pam.d" / "flux").write_text(
+        f"auth required pam_localuser.so\nsession required pam_exec.so {hook}\n")
+    setup = make_setup(imp.test_build, munged, owner, guest, world_tmp, "pam-support = true\n")
+    code, out, err = outcome(start(setup, f"exec {PYTHON} {probe}", world_tmp,
+                                   binds={str(world_tmp / "pam.d"): "/etc/pam.d"}))  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == seen.read_text()  # the same keyring: serial and description
+    assert out.split()[1].split(";")[1] == str(guest.pw_uid)

@@ -119,21 +119,38 @@ def with_fs_ids(uid: int, gid: int, action: Callable[[], T]) -> T:
             die("restoring the file-system ids failed")
 
 
-def join_new_session_keyring() -> None:
-    """Job shell: a new, empty session keyring of its own, instead of the
-    caller's, whose keys it would possess.  Without keyrings in the kernel
-    (ENOSYS) there is nothing to share: a warning, not fatal."""
-    import ctypes  # exec's child: ctypes runs its execvp(3) next anyway
+def join_new_session_keyring(owner: pwd.struct_passwd) -> None:
+    """A new, empty session keyring, ``owner``'s, instead of the caller's,
+    whose keys the job shell would otherwise possess.  Without keyrings in
+    the kernel (ENOSYS) there is nothing to share: a warning, not fatal."""
+    import ctypes  # the parent has it already when munge verified J
 
     machine = os.uname().machine
     number = SYS_KEYCTL.get(machine)
     if number is None:
         die(f"exec: keyctl(2) syscall number unknown on {machine}")
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(ctypes.c_long(number), ctypes.c_int(_KEYCTL_JOIN_SESSION_KEYRING),
-                    ctypes.c_char_p(None)) >= 0:
+    ruid, rgid = os.getuid(), os.getgid()
+    # The kernel gives the keyring to the real ids (as pam_keyinit does, switch
+    # only those, for the one call: the effective ones stay root's).
+    try:
+        os.setresgid(owner.pw_gid, -1, -1)
+        os.setresuid(owner.pw_uid, -1, -1)
+        rc = libc.syscall(ctypes.c_long(number), ctypes.c_int(_KEYCTL_JOIN_SESSION_KEYRING),
+                          ctypes.c_char_p(None))
+        err = ctypes.get_errno()
+    except OSError as exc:
+        rc, err = -1, exc.errno or errno.EPERM
+    finally:
+        try:
+            os.setresuid(ruid, -1, -1)
+            os.setresgid(rgid, -1, -1)
+        except OSError:
+            pass
+        if os.getuid() != ruid or os.getgid() != rgid:
+            die("restoring the real ids failed")
+    if rc >= 0:
         return
-    err = ctypes.get_errno()
     if err != errno.ENOSYS:
         die(f"exec: failed to join a new session keyring: {os.strerror(err)}")
     log.warn("exec: kernel without keyrings: no session keyring for the job")

@@ -276,6 +276,9 @@ def parent(imp: Imp, kv: KV) -> None:
             trail.decide("refused: unprivileged half failed")
             sys.exit(1)  # the child said why
         environ = _job_environment(imp)
+        # Ours, and so the job's: made before PAM opens the session, so that
+        # its modules (pam_keyinit, a Kerberos keyring cache) fill this one.
+        creds.join_new_session_keyring(target)
         from .proxy import spawn_and_proxy  # the parent's alone
 
         job = None
@@ -291,7 +294,6 @@ def parent(imp: Imp, kv: KV) -> None:
         if job is not None:
             job.enter()
         creds.become_user(target)
-        creds.join_new_session_keyring()  # created as the target: the target's
         _leave_callers_session()
         os.umask(imp.umask)
         _exec_shell(request.shell, request.argv, environ)
