@@ -203,13 +203,19 @@ def drain() -> None:
     for _ in range(_MAX_DRAINED):
         try:
             data, ancillary, flags, _ = _State.relay[0].recvmsg(
-                _MAX_RELAYED, _socket.CMSG_SPACE(12), _socket.MSG_DONTWAIT)
+                _MAX_RELAYED, _socket.CMSG_SPACE(12),
+                _socket.MSG_DONTWAIT | _socket.MSG_CMSG_CLOEXEC)
         except OSError:  # BlockingIOError: nothing (more) to take
             break
         pid = 0  # unknown: the kernel always says, unless something is very wrong
-        for level, kind, cred in ancillary:
-            if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_CREDENTIALS):
-                pid = int.from_bytes(cred[:4], sys.byteorder, signed=True)  # ucred.pid
+        for level, kind, value in ancillary:
+            if level != _socket.SOL_SOCKET:
+                continue
+            if kind == _socket.SCM_CREDENTIALS:
+                pid = int.from_bytes(value[:4], sys.byteorder, signed=True)  # ucred.pid
+            elif kind == _socket.SCM_RIGHTS:  # a hostile child's fds: never kept
+                for i in range(0, len(value) - 3, 4):
+                    os.close(int.from_bytes(value[i:i + 4], sys.byteorder, signed=True))
         text = data.translate(_SCRUB).decode("ascii")
         if flags & _socket.MSG_TRUNC:
             text += "..."
