@@ -97,7 +97,7 @@ def with_fs_ids(uid: int, gid: int, action: Callable[[], T]) -> T:
     (setfsuid(2), setfsgid(2)): path lookups, connects and opens are judged
     as that user's, while every other id, and so who may signal us, stays.
     OSError(EPERM) if the switch does not take."""
-    import ctypes  # only here and in exec's child: not on every start-up
+    import ctypes  # only for sd_notify to a path: not on every start-up
 
     libc = ctypes.CDLL(None)
     for call in (libc.setfsuid, libc.setfsgid):
