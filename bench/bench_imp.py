@@ -114,9 +114,10 @@ def environment(workdir: Path) -> Iterator[ExecSetup]:
         owner = stack.enter_context(users.temp_user("fluximp-bench-owner", workdir / "o"))
         guest = stack.enter_context(users.temp_user("fluximp-bench-guest", workdir / "g"))
         socket = stack.enter_context(munged.running_munged())
-        prefix = impenv.make_prefix()
-        stack.callback(shutil.rmtree, prefix)
-        install = impenv.build(prefix)  # byte-compiled, as a package install is
+        # Only root and the two users can reach the setuid builds.
+        gate = stack.enter_context(impenv.gate(owner.pw_uid, guest.pw_uid))
+        prefix = stack.enter_context(impenv.gated_dir(gate, "fluximp-install-"))
+        install = impenv.build(prefix, gate)  # byte-compiled, as a package install is
         pattern = write_exec_config(workdir / "conf.d", socket, owner, (SHELL, TRUE))
         yield ExecSetup(install.test_build, pattern, owner, guest)
 

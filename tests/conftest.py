@@ -52,17 +52,23 @@ def owner() -> Iterator[pwd.struct_passwd]:
 
 
 @pytest.fixture(scope="session")
-def imp() -> Iterator[impenv.ImpInstall]:
-    """The launchers, built from packaging/launcher and installed setuid root."""
+def setuid_gate(guest: pwd.struct_passwd, owner: pwd.struct_passwd) -> Iterator[impenv.Gate]:
+    """Where every setuid build of the session goes: only root, the guest
+    and the owner can reach it (Gate.admitted() lets another uid in)."""
     if os.getuid() != 0:
         pytest.skip("installing a setuid launcher needs root")
+    with impenv.gate(guest.pw_uid, owner.pw_uid) as gate:
+        yield gate
+
+
+@pytest.fixture(scope="session")
+def imp(setuid_gate: impenv.Gate) -> Iterator[impenv.ImpInstall]:
+    """The launchers, built from packaging/launcher and installed setuid root
+    in the gate."""
     if shutil.which("gcc") is None or shutil.which("make") is None:
         pytest.skip("gcc and make are needed to build the launcher")
-    prefix = impenv.make_prefix()
-    try:
-        yield impenv.build(prefix)
-    finally:
-        shutil.rmtree(prefix)
+    with impenv.gated_dir(setuid_gate, "fluximp-install-") as prefix:
+        yield impenv.build(prefix, setuid_gate)
 
 
 @pytest.fixture

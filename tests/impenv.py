@@ -4,34 +4,147 @@ The launchers run the working tree's ``flux_imp`` (copied into a private,
 root-owned, world-readable site dir beside links to the venv's
 dependencies), so tests always exercise the code under test, through the
 real setuid path, as real users.
+
+A setuid test build honours FLUX_IMP_CONFIG_PATTERN: whoever can run one
+chooses root's config.  So every setuid build the suite makes lives under
+a Gate, a directory that only root and the test users it admits can
+traverse, and make_setuid() refuses any other place.
 """
 
 from __future__ import annotations
 
 import compileall
+import contextlib
 import json
 import os
 import shutil
+import stat
+import struct
 import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 TOP = Path(__file__).resolve().parents[1]
 MAKEFILE_DIR = TOP / "packaging" / "launcher"
+# Gates go in /var/tmp, which a job's private /tmp does not hide.
+_GATE_BASE = Path("/var/tmp")
+_GATE_PREFIX = "fluximp-setuid-"
+
+# Linux's POSIX ACL extended attribute (linux/posix_acl_xattr.h): a version,
+# then (tag, permissions, id) entries sorted by tag, then id.
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_VERSION = 2
+_USER_OBJ, _USER, _GROUP_OBJ, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_NO_ID = 0xFFFFFFFF
+_RWX, _SEARCH, _NONE = 7, 1, 0
+
+
+class Gate:
+    """A root-owned directory that root and the admitted uids alone can
+    traverse (mode 0700 plus an ACL granting each admitted uid search
+    permission only).
+
+    An ACL names uids, so no caller needs a supplementary group: tests keep
+    running the IMP with users.become() (no groups), and every assertion
+    about the job's groups holds.  A mode alone cannot do it: 0711 still
+    lets anyone exec a path they know, and one group cannot cover users
+    who each have their own.
+    """
+
+    def __init__(self, path: Path, uids: set[int]) -> None:
+        self.path = path
+        self._uids = uids
+        self._write_acl()
+
+    def _write_acl(self) -> None:
+        entries = [(_USER_OBJ, _RWX, _NO_ID),
+                   *((_USER, _SEARCH, uid) for uid in sorted(self._uids)),
+                   (_GROUP_OBJ, _NONE, _NO_ID), (_MASK, _SEARCH, _NO_ID),
+                   (_OTHER, _NONE, _NO_ID)]  # fmt: skip
+        acl = struct.pack("<I", _ACL_VERSION) + b"".join(
+            struct.pack("<HHI", *entry) for entry in entries)
+        os.setxattr(self.path, _ACL_XATTR, acl)  # the mode's group bits become the mask
+
+    @contextlib.contextmanager
+    def admitted(self, uid: int) -> Iterator[None]:
+        """Let ``uid`` in for a while (e.g. a caller with no passwd entry)."""
+        if uid in self._uids:
+            yield
+            return
+        self._uids.add(uid)
+        self._write_acl()
+        try:
+            yield
+        finally:
+            self._uids.discard(uid)
+            self._write_acl()
+
+
+def _remove_dead_gates() -> None:
+    # A crashed session's gate: its ACL names uids that may be reused.
+    for path in _GATE_BASE.glob(f"{_GATE_PREFIX}*-*"):
+        pid = path.name[len(_GATE_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def gate(*uids: int) -> Iterator[Gate]:
+    """A fresh Gate admitting ``uids``, removed with all it holds on exit."""
+    _remove_dead_gates()
+    path = Path(tempfile.mkdtemp(prefix=f"{_GATE_PREFIX}{os.getpid()}-", dir=_GATE_BASE))
+    try:
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o700)
+        yield Gate(path, set(uids))
+    finally:
+        shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def gated_dir(gate: Gate, prefix: str = "fluximp-") -> Iterator[Path]:
+    """A fresh root-owned 0755 directory in ``gate``, for setuid builds and
+    what they need; removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=gate.path))
+    try:
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def _unreachable_by_others(path: Path) -> bool:
+    """True if some directory above ``path`` is root's and closed to others."""
+    for parent in path.absolute().parents:
+        st = os.stat(parent)
+        if st.st_uid == 0 and st.st_gid == 0 and not st.st_mode & stat.S_IXOTH:
+            return True
+    return False
+
+
+def make_setuid(path: Path) -> Path:
+    """chown root:root, chmod 4755: only where others cannot reach ``path``."""
+    if not _unreachable_by_others(path):
+        raise RuntimeError(f"refusing a setuid build that every user can run: {path} "
+                           "(build it in a gated_dir())")
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o4755)
+    return path
 
 
 @dataclass(frozen=True)
 class ImpInstall:
-    prefix: Path
+    prefix: Path  # in gate
     site: Path
     test_build: Path  # setuid; honours FLUX_IMP_CONFIG_PATTERN like upstream's test build
     installed: Path  # setuid; the production build (ignores every override)
     unprivileged: Path  # the test build, not setuid (mode 0755)
+    gate: Gate  # who may run them
 
 
 def _make_site(site: Path) -> None:
@@ -63,34 +176,28 @@ def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
 
 
 def build_installed(inst: ImpInstall, out: Path, sysconfdir: str) -> Path:
-    """A production build reading ``sysconfdir``, installed setuid root at ``out``."""
+    """A production build reading ``sysconfdir``, installed setuid root at
+    ``out`` (in a gated_dir(), e.g. under ``inst.prefix``)."""
     _build(inst.site, out, 0, sysconfdir)
-    os.chown(out, 0, 0)
-    os.chmod(out, 0o4755)
-    return out
+    return make_setuid(out)
 
 
-def build(prefix: Path) -> ImpInstall:
-    """Build and install every variant under ``prefix`` (root-owned, 0755)."""
-    os.chmod(prefix, 0o755)
+def build(prefix: Path, gate: Gate) -> ImpInstall:
+    """Build and install every variant under ``prefix``, a gated_dir() of ``gate``."""
     site = prefix / "site"
     _make_site(site)
     bindir = prefix / "libexec"
     bindir.mkdir()
     inst = ImpInstall(prefix, site, bindir / "flux-imp-test", bindir / "flux-imp",
-                      bindir / "flux-imp-unpriv")
+                      bindir / "flux-imp-unpriv", gate)
     _build(site, inst.test_build, 1)
     _build(site, inst.installed, 0)
     shutil.copy(inst.test_build, inst.unprivileged)
-    for path, mode in ((inst.test_build, 0o4755), (inst.installed, 0o4755),
-                       (inst.unprivileged, 0o755)):
-        os.chown(path, 0, 0)
-        os.chmod(path, mode)
+    make_setuid(inst.test_build)
+    make_setuid(inst.installed)
+    os.chown(inst.unprivileged, 0, 0)
+    os.chmod(inst.unprivileged, 0o755)
     return inst
-
-
-def make_prefix() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fluximp-install-"))
 
 
 def write_config(directory: Path, text: str, name: str = "imp.toml") -> str:

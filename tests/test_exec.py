@@ -285,8 +285,9 @@ def test_error_loading_security_context(setup: Setup, pattern: str) -> None:
 
 
 def test_caller_without_passwd_entry(setup: Setup, pattern: str) -> None:
-    result = setup.run([SH, "-c", "echo ran"], pattern,
-                       as_user=users.become(unknown_user(4243)))
+    caller = unknown_user(4243)
+    with setup.imp.gate.admitted(caller.pw_uid):  # the test builds' directory is closed to others
+        result = setup.run([SH, "-c", "echo ran"], pattern, as_user=users.become(caller))
     assert result.stderr == fatal("exec: failed to find IMP user")
 
 

@@ -96,7 +96,7 @@ def test_installed_build_reads_its_compiled_in_sysconfdir(
     imp: ImpInstall, owner: pwd.struct_passwd, world_tmp: Path
 ) -> None:
     """``make SYSCONFDIR=...``: the Python side reads that tree, nothing else."""
-    binary = impenv.build_installed(imp, world_tmp / "flux-imp", f"{world_tmp}/etc")
+    binary = impenv.build_installed(imp, imp.prefix / "flux-imp-etc", f"{world_tmp}/etc")
     missing = impenv.run(binary, ["version"], as_user=users.become(owner),
                          env=env_for(str(world_tmp / "nowhere.toml")))
     assert missing.returncode == 1

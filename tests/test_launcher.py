@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from flux_imp.imp import launch
 from flux_imp.imp.launch import LaunchDataError, parse_launch_data, read_launch_data
 
-from . import users
+from . import impenv, users
 
 TOP = Path(__file__).resolve().parent.parent
 LAUNCHER_SRC = TOP / "packaging" / "launcher"
@@ -146,19 +146,15 @@ def build(out: Path, *, python: str = PYTHON, sitedir: Path, module: str = PROBE
         f"TEST_BUILD={test_build}", f"OUT={out}",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    os.chown(out, 0, 0)
-    out.chmod(0o4755)
-    return out
+    return impenv.make_setuid(out)
 
 
 @pytest.fixture(scope="session")
-def prefix() -> Iterator[Path]:
+def prefix(setuid_gate: impenv.Gate) -> Iterator[Path]:
     _gcc()
-    if os.geteuid() != 0:
-        pytest.skip("installing a setuid launcher needs root")
     old = os.umask(0o022)
     try:
-        with users.world_dir("fluximp-launcher-") as path:
+        with impenv.gated_dir(setuid_gate, "fluximp-launcher-") as path:
             yield path
     finally:
         os.umask(old)
@@ -616,12 +612,12 @@ def test_cwd_is_root(baseline: dict[str, Any], guest: pwd.struct_passwd) -> None
 
 
 def test_copied_launcher_keeps_working(
-    launcher: Path, guest: pwd.struct_passwd, baseline: dict[str, Any]
+    launcher: Path, guest: pwd.struct_passwd, baseline: dict[str, Any], setuid_gate: impenv.Gate
 ) -> None:
-    with users.world_dir("fluximp-copy-") as elsewhere:
+    with impenv.gated_dir(setuid_gate, "fluximp-copy-") as elsewhere:
         copy = elsewhere / "renamed"
         shutil.copy(launcher, copy)
-        copy.chmod(0o4755)
+        impenv.make_setuid(copy)
         report = report_of(run(copy, user=guest))
     assert stable(report) == stable(baseline)
 
@@ -629,7 +625,7 @@ def test_copied_launcher_keeps_working(
 # ------------------------------------------------------- insecure installs
 
 
-def _refused(proc: subprocess.CompletedProcess[bytes], path: Path | str) -> None:
+def refused(proc: subprocess.CompletedProcess[bytes], path: Path | str) -> None:
     assert proc.returncode == 1
     assert proc.stdout == b""
     assert proc.stderr == b"flux-imp: Fatal: " + os.fsencode(path) + INSECURE
@@ -641,9 +637,10 @@ def _refused(proc: subprocess.CompletedProcess[bytes], path: Path | str) -> None
      "sitedir owned by user", "sitedir group-writable"],
 )  # fmt: skip
 def test_insecure_sitedir_is_refused(
-    spoil: str, guest: pwd.struct_passwd, prefix: Path, baseline: dict[str, Any]
+    spoil: str, guest: pwd.struct_passwd, prefix: Path, baseline: dict[str, Any],
+    setuid_gate: impenv.Gate,
 ) -> None:
-    with users.world_dir("fluximp-site-") as top:
+    with impenv.gated_dir(setuid_gate, "fluximp-site-") as top:
         site = make_site(top / "site")
         exe = build(top / "flux-imp", sitedir=site)
         assert stable(report_of(run(exe, user=guest)))["resuid"] == baseline["resuid"]
@@ -652,21 +649,23 @@ def test_insecure_sitedir_is_refused(
             os.chown(target, guest.pw_uid, guest.pw_gid)
         else:
             target.chmod(0o757 if "world" in spoil else 0o775)
-        _refused(run(exe, user=guest), target)
+        refused(run(exe, user=guest), target)
 
 
-def test_insecure_sitedir_parent_is_refused(guest: pwd.struct_passwd) -> None:
-    with users.world_dir("fluximp-site-") as top:
+def test_insecure_sitedir_parent_is_refused(
+    guest: pwd.struct_passwd, setuid_gate: impenv.Gate
+) -> None:
+    with impenv.gated_dir(setuid_gate, "fluximp-site-") as top:
         site = make_site(top / "a" / "site")
         (top / "a").chmod(0o775)
-        _refused(run(build(top / "flux-imp", sitedir=site), user=guest), top / "a")
+        refused(run(build(top / "flux-imp", sitedir=site), user=guest), top / "a")
 
 
 def test_sticky_world_writable_ancestor_is_accepted(
-    guest: pwd.struct_passwd, baseline: dict[str, Any]
+    guest: pwd.struct_passwd, baseline: dict[str, Any], setuid_gate: impenv.Gate
 ) -> None:
     """Like /tmp: others cannot rename root's entries in a sticky directory."""
-    with users.world_dir("fluximp-site-") as top:
+    with impenv.gated_dir(setuid_gate, "fluximp-site-") as top:
         site = make_site(top / "sticky" / "site")
         (top / "sticky").chmod(0o1777)
         report = report_of(run(build(top / "flux-imp", sitedir=site), user=guest))
@@ -674,34 +673,35 @@ def test_sticky_world_writable_ancestor_is_accepted(
 
 
 def test_sitearch_follows_sitedir_and_must_be_root_only(
-    guest: pwd.struct_passwd, site: Path
+    guest: pwd.struct_passwd, site: Path, setuid_gate: impenv.Gate
 ) -> None:
     """SITEARCH (Fedora's lib64 site-packages) goes on sys.path after SITEDIR."""
-    with users.world_dir("fluximp-site-") as top:
+    with impenv.gated_dir(setuid_gate, "fluximp-site-") as top:
         arch = top / "arch"
         arch.mkdir()
         exe = top / "flux-imp"
         made = run_make(f"PYTHON={PYTHON}", f"SITEDIR={site}", f"SITEARCH={arch}",
                         f"MODULE={PROBE}", "TEST_BUILD=1", f"OUT={exe}")
         assert made.returncode == 0, made.stderr
-        os.chown(exe, 0, 0)
-        exe.chmod(0o4755)
+        impenv.make_setuid(exe)
         assert report_of(run(exe, user=guest))["path"][-2:] == [str(site), str(arch)]
         arch.chmod(0o777)
-        _refused(run(exe, user=guest), arch)
+        refused(run(exe, user=guest), arch)
 
 
-def test_sticky_sitedir_is_refused(guest: pwd.struct_passwd) -> None:
+def test_sticky_sitedir_is_refused(guest: pwd.struct_passwd, setuid_gate: impenv.Gate) -> None:
     """SITEDIR is on sys.path: a sticky one still lets anyone add modules."""
-    with users.world_dir("fluximp-site-") as top:
+    with impenv.gated_dir(setuid_gate, "fluximp-site-") as top:
         site = make_site(top / "site")
         site.chmod(0o1777)
-        _refused(run(build(top / "flux-imp", sitedir=site), user=guest), site)
+        refused(run(build(top / "flux-imp", sitedir=site), user=guest), site)
 
 
 @pytest.mark.parametrize("spoil", ["file group-writable", "file owned by user", "dir writable"])
-def test_insecure_interpreter_is_refused(spoil: str, guest: pwd.struct_passwd, site: Path) -> None:
-    with users.world_dir("fluximp-python-") as top:
+def test_insecure_interpreter_is_refused(
+    spoil: str, guest: pwd.struct_passwd, site: Path, setuid_gate: impenv.Gate
+) -> None:
+    with impenv.gated_dir(setuid_gate, "fluximp-python-") as top:
         python = top / "bin" / "python3"
         python.parent.mkdir(mode=0o755)
         shutil.copy(PYTHON, python)
@@ -716,14 +716,14 @@ def test_insecure_interpreter_is_refused(spoil: str, guest: pwd.struct_passwd, s
         else:
             python.parent.chmod(0o777)
             target = python.parent
-        _refused(run(exe, user=guest), target)
+        refused(run(exe, user=guest), target)
 
 
 def test_interpreter_symlink_is_followed(
-    guest: pwd.struct_passwd, site: Path, baseline: dict[str, Any]
+    guest: pwd.struct_passwd, site: Path, baseline: dict[str, Any], setuid_gate: impenv.Gate
 ) -> None:
     """A venv-style symlink works; its target and the link's directory are both checked."""
-    with users.world_dir("fluximp-python-") as top:
+    with impenv.gated_dir(setuid_gate, "fluximp-python-") as top:
         bindir = top / "bin"
         bindir.mkdir(mode=0o755)
         (bindir / "python").symlink_to(PYTHON)
@@ -732,11 +732,13 @@ def test_interpreter_symlink_is_followed(
         assert report["executable"] == str(bindir / "python")
         assert report["resuid"] == baseline["resuid"]
         bindir.chmod(0o775)  # whoever writes bin/ can repoint the link
-        _refused(run(exe, user=guest), bindir)
+        refused(run(exe, user=guest), bindir)
 
 
-def test_symlink_to_insecure_interpreter_is_refused(guest: pwd.struct_passwd, site: Path) -> None:
-    with users.world_dir("fluximp-python-") as top:
+def test_symlink_to_insecure_interpreter_is_refused(
+    guest: pwd.struct_passwd, site: Path, setuid_gate: impenv.Gate
+) -> None:
+    with impenv.gated_dir(setuid_gate, "fluximp-python-") as top:
         (top / "bin").mkdir(mode=0o755)
         (top / "real").mkdir()
         (top / "real").chmod(0o775)  # the target's directory is insecure
@@ -745,11 +747,13 @@ def test_symlink_to_insecure_interpreter_is_refused(guest: pwd.struct_passwd, si
         real.chmod(0o755)
         (top / "bin" / "python").symlink_to(real)
         exe = build(top / "flux-imp", python=str(top / "bin" / "python"), sitedir=site)
-        _refused(run(exe, user=guest), top / "real")
+        refused(run(exe, user=guest), top / "real")
 
 
-def test_missing_interpreter_fails_closed(guest: pwd.struct_passwd, site: Path) -> None:
-    with users.world_dir("fluximp-python-") as top:
+def test_missing_interpreter_fails_closed(
+    guest: pwd.struct_passwd, site: Path, setuid_gate: impenv.Gate
+) -> None:
+    with impenv.gated_dir(setuid_gate, "fluximp-python-") as top:
         exe = build(top / "flux-imp", python=str(top / "nope"), sitedir=site)
         proc = run(exe, user=guest)
     assert proc.returncode == 1

@@ -116,8 +116,7 @@ def probe(imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_pa
           munged: str) -> Iterator[Probe]:
     """The probe launcher, setuid root, and its site, outside /tmp (which a
     private-tmp job does not see)."""
-    del imp  # only for its skips: root, gcc and make
-    top = Path(tempfile.mkdtemp(prefix="fluximp-privmods-", dir="/var/tmp"))
+    top = Path(tempfile.mkdtemp(prefix="fluximp-privmods-", dir=imp.gate.path))  # /var/tmp
     try:
         os.chmod(top, 0o755)
         site = top / "site"
@@ -127,8 +126,7 @@ def probe(imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_pa
             shutil.copy(impenv.TOP / "tests" / name, site / "tests" / name)
         binary, sysconfdir = top / "libexec" / "flux-imp", top / "etc"
         impenv._build(site, binary, 0, str(sysconfdir), module=PROBE)
-        os.chown(binary, 0, 0)
-        os.chmod(binary, 0o4755)
+        impenv.make_setuid(binary)
         (top / "runs").mkdir(mode=0o755)
         yield Probe(binary, sysconfdir, site / "imports.log", owner, guest, munged, top / "runs")
     finally:

@@ -179,7 +179,8 @@ def test_caller_without_passwd_entry(setuid: RunSetup) -> None:
         return False
 
     uid = next(uid for uid in range(54321, 60000) if not known(uid))
-    fatal(setuid.run("test", preexec=users.with_ids(uid, uid, [])), "Unable to lookup user")
+    with setuid.imp.gate.admitted(uid):  # the test builds' directory is closed to others
+        fatal(setuid.run("test", preexec=users.with_ids(uid, uid, [])), "Unable to lookup user")
 
 
 def test_path_not_executable(setup: RunSetup) -> None:
