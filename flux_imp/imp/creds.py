@@ -2,8 +2,9 @@
 the session keyring).
 
 Every drop is permanent (real, effective and saved ids all set) and then
-verified by trying to regain root, which must fail.  The one temporary
-change, of the file-system ids only, is verified both ways.
+verified by trying to regain root, which must fail.  Two changes are for
+one call only, and verified undone: the file-system ids around a connect
+(sd_notify), the real ids around making the job's session keyring.
 """
 
 from __future__ import annotations
