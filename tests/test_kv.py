@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -178,3 +184,117 @@ def test_double_encoding_is_printf() -> None:
     kv.put_double("b", 0.1)
     kv.put_double("c", -float("inf"))
     assert kv.encode() == b"a\0d-nan\0b\0d0.100000\0c\0d-inf\0"
+
+
+# -- bounded work (issue 9): linear in the number of entries --------------------------
+
+
+def _line_events(work: Callable[[int], object], n: int) -> int:
+    """Python lines of kv.py run by ``work(n)``: a count, not a time."""
+    import flux_imp.sign.kv as kv_module
+
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Callable[..., Any] | None:
+        nonlocal count
+        if frame.f_code.co_filename != kv_module.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        work(n)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def _many_entries(n: int) -> None:
+    kv = KV()
+    for i in range(n):
+        kv.put_str(f"k{i}", "v")
+    kv.put_str("k0", "moved")  # a put that replaces
+    back = KV.decode(kv.encode())
+    outer = KV()
+    outer.join(back, "meta.")
+    assert outer.split("meta.") == back
+    assert back.get_str("k0") == "moved"
+
+
+def test_kv_work_is_linear_in_entries() -> None:
+    # Doubling the entries doubles the lines run (quadratic: 4x).
+    small, large = _line_events(_many_entries, 1000), _line_events(_many_entries, 2000)
+    assert large < 2.2 * small
+
+
+def test_kv_of_200000_entries_encodes_and_decodes_promptly() -> None:
+    # About 2 s here; the quadratic kv needed about an hour.  The deadline is
+    # checked as it goes, so a slow kv fails in seconds, not after the hour.
+    deadline = time.monotonic() + 30
+    kv = KV()
+    for i in range(200_000):
+        kv.put_str(f"key{i}", "value")
+        if i % 1000 == 0:
+            assert time.monotonic() < deadline
+    back = KV.decode(kv.encode())
+    assert len(back) == 200_000 and back.get_str("key199999") == "value"
+    cert = KV()
+    cert.join(back, "meta.")
+    assert cert.split("meta.").encode() == back.encode()
+    assert time.monotonic() < deadline
+
+
+def test_int_parsing_of_long_texts() -> None:
+    # int() refuses over 4300 digits: strtoll's answer without it.
+    for text, val in [(b"1" * 5000, None), (b"-" + b"9" * 5000, None),
+                      (b"0" * 5000 + b"42", 42), (b" -" + b"0" * 5000 + b"7", -7)]:
+        assert KV.decode(b"k\0i" + text + b"\0").get_int("k") == val
+
+
+class _ModelKV:
+    """The obvious (quadratic) kv: upstream's semantics on a list."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str]] = []
+
+    def delete(self, key: str) -> bool:
+        for i, (k, _) in enumerate(self.entries):
+            if k == key:
+                del self.entries[i]
+                return True
+        return False
+
+    def put(self, key: str, val: str) -> None:
+        self.delete(key)
+        self.entries.append((key, val))
+
+    def get(self, key: str) -> str | None:
+        return next((v for k, v in self.entries if k == key), None)
+
+
+_KEYS = st.sampled_from(["a", "b", "c"])
+
+
+@given(st.lists(st.tuples(_KEYS, _KEYS), max_size=6),
+       st.lists(st.tuples(st.sampled_from(["put", "delete", "get"]), _KEYS,
+                          st.text(alphabet="xyz", max_size=2)), max_size=30))
+def test_kv_agrees_with_the_list_model(start: list[tuple[str, str]],
+                                       ops: list[tuple[str, str, str]]) -> None:
+    # Duplicates (which only decode makes) included: puts and deletes take
+    # the first entry of a key, gets see it.
+    wire = b"".join(k.encode() + b"\0s" + v.encode() + b"\0" for k, v in start)
+    kv, model = KV.decode(wire), _ModelKV()
+    model.entries = list(start)
+    for op, key, val in ops:
+        if op == "put":
+            kv.put_str(key, val)
+            model.put(key, val)
+        elif op == "delete":
+            assert kv.delete(key) == model.delete(key)
+        else:
+            assert kv.get_str(key) == model.get(key)
+        assert [(k, raw.decode()) for k, _, raw in kv.items()] == model.entries
+        assert len(kv) == len(model.entries)
+    assert kv.copy().encode() == kv.encode()

@@ -14,7 +14,7 @@ from __future__ import annotations
 # typing/collections not at all), to keep start-up fast.
 TYPE_CHECKING = False  # mypy reads this as true
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 STRING, INT64, DOUBLE, BOOL, TIMESTAMP = "s", "i", "d", "b", "t"
 _TYPES = frozenset(b"sidbt")
@@ -48,11 +48,17 @@ def _s(raw: bytes) -> str:
 def parse_int64(raw: bytes) -> int | None:
     """strtoll(base 10) accepting the whole text: spaces, optional sign, digits."""
     digits = raw.lstrip(_SPACE)
-    if digits[:1] in (b"+", b"-"):
+    sign = digits[:1]
+    if sign in (b"+", b"-"):
         digits = digits[1:]
     if not digits or not _DIGITS.issuperset(digits):
         return None
-    val = int(raw.lstrip(_SPACE))
+    # Leading zeros dropped and long texts refused before int(): it refuses
+    # over 4300 digits and is quadratic below that.  20 digits exceed int64.
+    digits = digits.lstrip(b"0") or b"0"
+    if len(digits) > 19:
+        return None
+    val = -int(digits) if sign == b"-" else int(digits)
     return val if _INT64_MIN <= val <= _INT64_MAX else None
 
 
@@ -80,11 +86,47 @@ def parse_double(raw: bytes) -> float | None:
 
 
 class KV:
-    """An ordered kv object."""
+    """An ordered kv object.
 
-    def __init__(self, entries: list[tuple[bytes, bytes, bytes]] | None = None) -> None:
-        # (key, type byte, value text) triples, in wire order.
-        self._entries: list[tuple[bytes, bytes, bytes]] = list(entries or [])
+    Every operation is O(1) per entry (a hostile 4 MiB message or cert is
+    ~1M entries): entries live in a dict by sequence number, which keeps
+    wire order and deletes in O(1), and each key's entries form a chain
+    (first, next, last) so that lookups and puts never scan.
+    """
+
+    __slots__ = ("_entries", "_first", "_last", "_next", "_seq")
+
+    def __init__(self, entries: Iterable[tuple[bytes, bytes, bytes]] = ()) -> None:
+        self._entries: dict[int, tuple[bytes, bytes, bytes]] = {}  # seq -> (key, type, value)
+        self._first: dict[bytes, int] = {}  # key -> seq of its first entry (what gets see)
+        self._last: dict[bytes, int] = {}  # key -> seq of its last entry
+        self._next: dict[int, int] = {}  # seq -> seq of the next entry with the same key
+        self._seq = 0
+        for entry in entries:
+            self._append(entry)
+
+    def _append(self, entry: tuple[bytes, bytes, bytes]) -> None:
+        seq, key = self._seq, entry[0]
+        self._seq = seq + 1
+        self._entries[seq] = entry
+        last = self._last.get(key)
+        if last is None:
+            self._first[key] = seq
+        else:
+            self._next[last] = seq  # a duplicate (only decode makes them)
+        self._last[key] = seq
+
+    def _delete(self, bkey: bytes) -> bool:
+        seq = self._first.get(bkey)
+        if seq is None:
+            return False
+        del self._entries[seq]
+        following = self._next.pop(seq, None)
+        if following is None:
+            del self._first[bkey], self._last[bkey]
+        else:
+            self._first[bkey] = following
+        return True
 
     # -- wire format -----------------------------------------------------
     @classmethod
@@ -97,15 +139,15 @@ class KV:
         fields = buf[:-1].split(b"\0")
         if len(fields) % 2:
             raise KVError("odd number of NUL bytes")
-        entries = []
+        kv = cls()
         for key, val in zip(fields[::2], fields[1::2]):
             if not key or not val or val[0] not in _TYPES:
                 raise KVError("bad entry")
-            entries.append((key, val[:1], val[1:]))
-        return cls(entries)
+            kv._append((key, val[:1], val[1:]))
+        return kv
 
     def encode(self) -> bytes:
-        return b"".join(k + b"\0" + t + v + b"\0" for k, t, v in self._entries)
+        return b"".join(k + b"\0" + t + v + b"\0" for k, t, v in self._entries.values())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KV) and self.encode() == other.encode()
@@ -117,26 +159,21 @@ class KV:
         return len(self._entries)
 
     def copy(self) -> KV:
-        return KV(self._entries)
+        return KV(self._entries.values())
 
     # -- iteration -------------------------------------------------------
     def items(self) -> Iterator[tuple[str, str, bytes]]:
         """Yield (key, type char, raw value) in order."""
-        for key, typ, val in self._entries:
+        for key, typ, val in self._entries.values():
             yield _s(key), typ.decode("ascii"), val
 
     def keys(self) -> list[str]:
-        return [_s(k) for k, _, _ in self._entries]
+        return [_s(k) for k, _, _ in self._entries.values()]
 
     # -- put ---------------------------------------------------------------
     def delete(self, key: str) -> bool:
         """Remove the first entry named ``key``; False if there is none."""
-        bkey = _b(key)
-        for i, (k, _, _) in enumerate(self._entries):
-            if k == bkey:
-                del self._entries[i]
-                return True
-        return False
+        return self._delete(_b(key))
 
     def put_raw(self, key: str, typ: str, raw: bytes) -> None:
         bkey = _b(key)
@@ -144,8 +181,8 @@ class KV:
             b"s", b"i", b"d", b"b", b"t"
         ):
             raise KVError("invalid key or value")
-        self.delete(key)
-        self._entries.append((bkey, typ.encode("ascii"), raw))
+        self._delete(bkey)
+        self._append((bkey, typ.encode("ascii"), raw))
 
     def put_str(self, key: str, val: str) -> None:
         self.put_raw(key, STRING, _b(val))
@@ -178,11 +215,11 @@ class KV:
     # -- get: None means "missing", as upstream's failing kv_get -------------
     def find(self, key: str) -> tuple[str, bytes] | None:
         """First entry with ``key`` as (type char, raw value), or None."""
-        bkey = _b(key)
-        for k, t, v in self._entries:
-            if k == bkey:
-                return t.decode("ascii"), v
-        return None
+        seq = self._first.get(_b(key))
+        if seq is None:
+            return None
+        _, typ, val = self._entries[seq]
+        return typ.decode("ascii"), val
 
     def _typed(self, key: str, typ: str) -> bytes | None:
         # Only the first entry counts: a type mismatch there is "missing".
