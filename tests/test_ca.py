@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import stat
 import time
@@ -16,6 +17,7 @@ from flux_imp.sign import ca as ca_mod
 from flux_imp.sign.ca import CA, CAError
 from flux_imp.sign.cert import Cert
 
+from . import users
 from .signconf import NOW, VECTORS, Clock, ca_table, fake_clock
 
 CA_UUID = "11111111-2222-4333-8444-555555555555"
@@ -282,6 +284,64 @@ def test_revoke_then_verify(ca: CA, tmp_path: Path) -> None:
     assert stat.S_IMODE(revoked.parent.stat().st_mode) == 0o755
     assert message(ca.verify, cert) == "cert has been revoked"
     ca.revoke(cert_uuid)  # again: no error
+
+
+def revoked_cert(ca: CA) -> tuple[Cert, Path]:
+    """A cert signed by ``ca``, and the revocation path of its uuid."""
+    cert = Cert.create()
+    ca.sign(cert, 0, 1)
+    return cert, Path(ca._str("revoke-dir")) / str(cert.meta.get_str("uuid"))
+
+
+def verify_outcome(ca: CA, cert: Cert) -> str:
+    try:
+        ca.verify(cert)
+    except CAError as exc:
+        return exc.text
+    return "valid"
+
+
+@pytest.fixture
+def world_ca(world_tmp: Path) -> CA:
+    """A CA whose files are in a directory every user can reach."""
+    authority = CA(ca_table(world_tmp))
+    authority.keygen()
+    return authority
+
+
+def test_revocation_uses_effective_ids(world_ca: CA, owner: pwd.struct_passwd) -> None:
+    """As the IMP's privileged half (real uid the caller's, effective 0), a
+    revoke-dir that the caller cannot search still revokes."""
+    ca = world_ca
+    cert, path = revoked_cert(ca)
+    path.parent.mkdir(mode=0o700)
+    path.touch()
+
+    def as_privileged_half() -> None:
+        os.setresuid(owner.pw_uid, 0, 0)
+
+    outcome = users.output_as(as_privileged_half, lambda: verify_outcome(ca, cert).encode())
+    assert outcome == b"cert has been revoked"
+
+
+def test_revocation_fails_closed(world_ca: CA, owner: pwd.struct_passwd) -> None:
+    """Anything but "no such entry" revokes (a dangling symlink, a revoke-dir
+    that is a file), except that a verifier without privilege that may not
+    look cannot know (as upstream: the IMP's privileged half decides)."""
+    ca = world_ca
+    cert, path = revoked_cert(ca)
+    assert verify_outcome(ca, cert) == "valid"  # no revoke-dir at all: nothing revoked
+    path.parent.mkdir(mode=0o700)
+    assert verify_outcome(ca, cert) == "valid"
+    path.touch()
+    outcome = users.output_as(users.become(owner), lambda: verify_outcome(ca, cert).encode())
+    assert outcome == b"valid"
+    path.unlink()
+    path.symlink_to("nowhere")
+    assert verify_outcome(ca, cert) == "cert has been revoked"
+    shutil.rmtree(path.parent)
+    path.parent.write_text("")
+    assert verify_outcome(ca, cert) == "cert has been revoked"
 
 
 def test_revoke_not_allowed(tmp_path: Path) -> None:

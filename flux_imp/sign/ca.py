@@ -41,6 +41,28 @@ def _revoke_path(directory: str, cert_uuid: str) -> str:
     return path
 
 
+def _is_revoked(path: str) -> bool:
+    """Revoked unless ``path`` is known not to exist: any entry there (a
+    dangling symlink too) revokes, and so does any error but ENOENT.
+
+    Upstream's access(F_OK) checks with the real uid, which in the IMP's
+    privileged half is the caller's: a revoke-dir that the caller cannot
+    search made every revoked cert valid.  lstat uses the effective ids.
+    One exception: a verifier without privilege that may not look (EACCES
+    in a 0700 revoke-dir) cannot know, as upstream.  It is not the one that
+    decides: the IMP's privileged half verifies J again, as root.
+    """
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return os.geteuid() == 0  # root denied (e.g. NFS root squash): revoked
+    except OSError:
+        return True  # ENOTDIR, ELOOP, EIO, ...: cannot prove it is not revoked
+    return True
+
+
 class CA:
     """A CA configured from a ``[ca]`` table (upstream ca_create)."""
 
@@ -184,7 +206,7 @@ class CA:
             raise CAError("cert has expired")
         if not_valid_before > now:
             raise CAError("cert is not yet valid")
-        if os.access(_revoke_path(self._str("revoke-dir"), cert_uuid), os.F_OK):
+        if _is_revoked(_revoke_path(self._str("revoke-dir"), cert_uuid)):
             raise CAError("cert has been revoked")
         return userid, max_sign_ttl
 
