@@ -550,3 +550,69 @@ def test_loading_arbitrary_text_raises_only_cert_error(text: str) -> None:
 @given(st.binary(max_size=300))
 def test_decoding_arbitrary_kv_raises_only_cert_error(data: bytes) -> None:
     loaded_or_refused(Cert.decode, data, (errno.EINVAL, errno.ENOENT))
+
+
+# -- untrusted files and new pairs (issue 9) -----------------------------------------
+
+
+def untrusted_errno(name: Path) -> int:
+    with pytest.raises(CertError) as info:
+        Cert.load_untrusted(str(name))
+    return info.value.errno
+
+
+def test_load_untrusted_reads_a_regular_file(tmp_path: Path) -> None:
+    cert = Cert.create()
+    cert.store(str(tmp_path / "c"))
+    assert Cert.load_untrusted(str(tmp_path / "c")) == Cert.loads(cert.dumps())
+
+
+def test_load_untrusted_refuses_a_symlink(tmp_path: Path) -> None:
+    Cert.create().store(str(tmp_path / "real"))
+    (tmp_path / "c.pub").symlink_to(tmp_path / "real.pub")
+    assert untrusted_errno(tmp_path / "c") == errno.ELOOP
+
+
+def test_load_untrusted_does_not_block_on_a_fifo(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "c.pub")
+    assert untrusted_errno(tmp_path / "c") == errno.EINVAL  # no writer: open would block
+
+
+def test_load_untrusted_refuses_other_file_types(tmp_path: Path) -> None:
+    (tmp_path / "d.pub").mkdir()
+    assert untrusted_errno(tmp_path / "d") == errno.EINVAL
+    os.mknod(tmp_path / "z.pub", 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # like /dev/zero
+    assert untrusted_errno(tmp_path / "z") == errno.EINVAL
+    assert untrusted_errno(tmp_path / "missing") == errno.ENOENT
+
+
+def test_store_new_refuses_existing_files_unless_replace(tmp_path: Path) -> None:
+    name = str(tmp_path / "c")
+    cert = Cert.create()
+    cert.store_new(name)
+    with pytest.raises(CertError) as info:
+        Cert.create().store_new(name)
+    assert (info.value.errno, info.value.filename) == (errno.EEXIST, name)
+    assert Cert.load(name, secret=True) == cert
+    other = Cert.create()
+    other.store_new(name, replace=True)
+    assert Cert.load(name, secret=True) == other
+
+
+def test_store_new_modes_are_exact(tmp_path: Path) -> None:
+    old = os.umask(0o277)
+    try:
+        Cert.create().store_new(str(tmp_path / "c"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "c.pub").stat().st_mode) == 0o644
+
+
+def test_store_new_needs_a_secret_key(tmp_path: Path) -> None:
+    cert = Cert.create()
+    cert.forget_secret()
+    with pytest.raises(CertError) as info:
+        cert.store_new(str(tmp_path / "c"))
+    assert info.value.errno == errno.EINVAL
+    assert list(tmp_path.iterdir()) == []

@@ -74,6 +74,8 @@ def test_curve_home_mode_round_trip_as_a_real_user(
     for sub in (home / ".flux", home / ".flux" / "curve"):
         sub.mkdir(exist_ok=True)
         os.chown(sub, guest.pw_uid, guest.pw_gid)
+    for name in ("sig", "sig.pub"):  # another test's pair: keygen would refuse it
+        (home / ".flux" / "curve" / name).unlink(missing_ok=True)
     assert run(["keygen", str(home / ".flux/curve/sig")], as_user=as_guest).returncode == 0
     signed = run(["sign", "--config", conf, "--mech", "curve"], b"p", as_user=as_guest)
     assert signed.returncode == 0, signed.stderr
@@ -133,6 +135,57 @@ def test_keygen_writes_pair_with_upstream_modes(tmp_path: Path) -> None:
     assert cert.meta_get("ok", "b") is True
     assert (tmp_path / "c.pub").read_text().startswith(
         '[metadata]\n    algorithm = "ed25519"\n    site = "lab"\n')
+
+
+@pytest.mark.parametrize("existing", ["c", "c.pub"])
+def test_keygen_refuses_an_existing_pair_without_force(tmp_path: Path, existing: str) -> None:
+    (tmp_path / existing).write_text("old")
+    (tmp_path / existing).chmod(0o644)
+    result = run(["keygen", str(tmp_path / "c")])
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.decode() == (
+        f"keygen: {tmp_path}/{existing}: already exists (--force replaces the pair)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [existing]  # nothing written
+    assert (tmp_path / existing).read_text() == "old"
+
+
+def test_keygen_force_replaces_the_pair_with_exact_modes(tmp_path: Path) -> None:
+    for name in ("c", "c.pub"):
+        (tmp_path / name).write_text("old")
+        (tmp_path / name).chmod(0o644 if name == "c" else 0o600)
+    inode = (tmp_path / "c").stat().st_ino
+    def tight_umask() -> None:
+        os.umask(0o077)
+
+    result = run(["keygen", "--force", str(tmp_path / "c")], as_user=tight_umask)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "c.pub").stat().st_mode) == 0o644
+    assert (tmp_path / "c").stat().st_ino != inode  # a new file renamed into place
+    assert Cert.load(str(tmp_path / "c"), secret=True).has_secret
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "c.pub"]  # no temp files left
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+@pytest.mark.parametrize("link", ["c", "c.pub"])
+def test_keygen_refuses_a_symlink(tmp_path: Path, link: str, force: list[str]) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious")
+    target.chmod(0o644)
+    (tmp_path / link).symlink_to(target)
+    result = run(["keygen", *force, str(tmp_path / "c")])
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.decode() == (
+        f"keygen: {tmp_path}/{link}: is a symbolic link, not written through\n")
+    assert target.read_text() == "precious"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([link, "target"])
+
+
+def test_keygen_dangling_symlink_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "c").symlink_to(tmp_path / "created-through-the-link")
+    assert run(["keygen", str(tmp_path / "c")]).returncode == 1
+    assert not (tmp_path / "created-through-the-link").exists()
 
 
 def test_keygen_bad_meta(tmp_path: Path) -> None:

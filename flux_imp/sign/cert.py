@@ -16,6 +16,7 @@ import calendar
 import datetime
 import errno
 import os
+import stat
 import sys
 from types import ModuleType
 from typing import IO, Any, Union
@@ -51,10 +52,13 @@ def _sodium() -> ModuleType:
 
 
 class CertError(SignError):
-    """A cert operation failed with ``errno``; ``text`` is its strerror."""
+    """A cert operation failed with ``errno``; ``text`` is its strerror.
 
-    def __init__(self, err: int) -> None:
+    ``filename`` is the file it concerns, when one of several may."""
+
+    def __init__(self, err: int, filename: str | None = None) -> None:
         self.errno = err
+        self.filename = filename
         super().__init__(os.strerror(err))
 
 
@@ -260,8 +264,32 @@ class Cert:
 
     @classmethod
     def read(cls, stream: IO[bytes]) -> Cert:
-        """Read a public cert from a binary stream (casign's stdin)."""
+        """Read a public cert from a binary stream."""
         return cls.loads(_read_limited(stream))
+
+    @classmethod
+    def load_untrusted(cls, name: str) -> Cert:
+        """Load ``name.pub`` from a directory that another user controls:
+        the file itself (never a symlink) and only a regular file (opening a
+        FIFO would block, a device could be anything).  Open it with that
+        user's identity: this does not switch ids."""
+        path = _check_path(name) + ".pub"
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise CertError(exc.errno or errno.EIO) from exc
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError as exc:
+            regular, err = False, exc.errno or errno.EIO
+        else:
+            err = errno.EINVAL
+        if not regular:
+            os.close(fd)
+            raise CertError(err)
+        with os.fdopen(fd, "rb") as fp:
+            return cls.read(fp)
 
     def dumps(self) -> str:
         """The public cert in upstream's TOML layout (strings not escaped)."""
@@ -309,8 +337,26 @@ class Cert:
         name = _check_path(name)
         _write(name + ".pub", 0o644, self.dumps())
         if self.secret_key is not None:
-            text = f'[curve]\n    secret-key = "{b64.encode(self.secret_key)}"\n'
-            _write(name, 0o600, text)
+            _write(name, 0o600, self._secret_toml())
+
+    def store_new(self, name: str, replace: bool = False) -> None:
+        """Write the pair as ``store`` does, but as new files: exactly 0600
+        and 0644 whatever umask or existing files say, never through a
+        symlink, refusing existing files (EEXIST) unless ``replace``, and
+        each complete or not at all (a temp file renamed or linked into
+        place).  A symlink at either name is refused (ELOOP) even then."""
+        if not name or self.secret_key is None:
+            raise CertError(errno.EINVAL)
+        name = _check_path(name)
+        files = ((name, 0o600, self._secret_toml()), (name + ".pub", 0o644, self.dumps()))
+        for path, _, _ in files:  # refuse before writing anything
+            _check_new(path, replace)
+        for path, mode, text in files:
+            _install(path, mode, text.encode("utf-8", "surrogateescape"), replace)
+
+    def _secret_toml(self) -> str:
+        assert self.secret_key is not None
+        return f'[curve]\n    secret-key = "{b64.encode(self.secret_key)}"\n'
 
 
 # -- helpers -------------------------------------------------------------------
@@ -398,6 +444,51 @@ def _set_toml_meta(cert: Cert, key: str, value: object) -> None:
     else:
         # date or time alone, arrays, sub-tables
         raise CertError(errno.EINVAL)
+
+
+def _check_new(path: str, replace: bool) -> None:
+    """``path`` may be written by store_new: absent, or a non-symlink if ``replace``."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CertError(exc.errno or errno.EIO, path) from exc
+    if stat.S_ISLNK(found.st_mode):
+        raise CertError(errno.ELOOP, path)
+    if not replace:
+        raise CertError(errno.EEXIST, path)
+
+
+def _install(path: str, mode: int, data: bytes, replace: bool) -> None:
+    """Write ``data`` to a fresh temp file beside ``path``, then rename it
+    over ``path`` (``replace``) or link it there (fails if anything is)."""
+    import secrets  # keygen only
+
+    directory, _, base = path.rpartition("/")
+    temp = f"{directory}{'/' if directory else ''}.{base}.{secrets.token_hex(8)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, 0o600)
+    except OSError as exc:
+        raise CertError(exc.errno or errno.EIO, path) from exc
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            os.fchmod(fd, mode)  # exactly, whatever the umask
+            fp.write(data)
+            fp.flush()
+            os.fsync(fd)
+        if replace:
+            os.rename(temp, path)  # replaces what is there, never follows a symlink
+        else:
+            os.link(temp, path, follow_symlinks=False)  # EEXIST if anything is there
+    except OSError as exc:
+        raise CertError(exc.errno or errno.EIO, path) from exc
+    finally:
+        try:  # noqa: SIM105 - contextlib costs the verifiers start-up time
+            os.unlink(temp)  # gone already if renamed
+        except FileNotFoundError:
+            pass
 
 
 def _write(path: str, mode: int, text: str) -> None:

@@ -10,6 +10,7 @@ option, missing argument, bad option value).
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import sys
@@ -97,11 +98,18 @@ def _meta_value(text: str) -> str | bool | int:
         return text
 
 
+_KEYGEN_REFUSALS = {
+    errno.EEXIST: "already exists (--force replaces the pair)",
+    errno.ELOOP: "is a symbolic link, not written through",
+}
+
+
 @main.command()
 @click.argument("path")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Add certificate metadata (true/false and integers are typed).")
-def keygen(path: str, meta: tuple[str, ...]) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing pair (atomically).")
+def keygen(path: str, meta: tuple[str, ...], force: bool) -> None:
     """Write a new curve cert pair PATH (0600) and PATH.pub (0644)."""
     from .cert import Cert, CertError
 
@@ -112,8 +120,11 @@ def keygen(path: str, meta: tuple[str, ...]) -> None:
             if not sep or not key:
                 _fail(f"keygen: --meta {item}: expected KEY=VALUE")
             cert.meta_set(key, _meta_value(value))
-        cert.store(path)
+        cert.store_new(path, replace=force)
     except CertError as exc:
+        refusal = _KEYGEN_REFUSALS.get(exc.errno)
+        if refusal is not None and exc.filename is not None:
+            _fail(f"keygen: {exc.filename}: {refusal}")
         _fail(f"keygen: {exc}")
 
 

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config as cf
 from .ca import CA, CAError
-from .cert import Cert, CertError, c_string
+from .cert import READ_LIMIT, Cert, CertError, c_string
 from .errors import SignError
 from .kv import KVError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .context import Context
     from .kv import KV
 
@@ -55,11 +57,19 @@ def _state(ctx: Context) -> _State:
 
 def _home_cert(uid: int) -> str | None:
     """``<home>/.flux/curve/sig`` of ``uid``, or None without a passwd entry."""
+    user = _user(uid)
+    return None if user is None else _home_cert_of(user)
+
+
+def _user(uid: int) -> pwd.struct_passwd | None:
     try:
-        home = pwd.getpwuid(uid % 2**32).pw_dir  # C passes a uid_t
+        return pwd.getpwuid(uid % 2**32)  # C passes a uid_t
     except KeyError:
         return None
-    return f"{home}/.flux/curve/sig"
+
+
+def _home_cert_of(user: pwd.struct_passwd) -> str:
+    return f"{user.pw_dir}/.flux/curve/sig"
 
 
 class CurveMech:
@@ -133,16 +143,71 @@ class CurveMech:
 
 def _verify_by_home(cert: Cert, userid: int) -> None:
     # The cert authenticates userid if it is the one in userid's home.
-    path = _home_cert(userid)
+    user = _user(userid)
+    path = None if user is None else _home_cert_of(user)
     home_cert = None
-    if path is not None:
+    if user is not None and path is not None:
         with contextlib.suppress(CertError):
-            home_cert = Cert.load(path)
+            home_cert = _load_home_cert(user, path)
     if home_cert is None:
         where = path or "unknown user"
         raise SignError(f"sign-curve-verify: error loading cert from {where}")
     if home_cert != cert:
         raise SignError("sign-curve-verify: cert verification failed")
+
+
+def _load_home_cert(user: pwd.struct_passwd, path: str) -> Cert:
+    """The cert in ``user``'s home, as ``user`` can read it (not upstream,
+    which reads it with the verifier's identity, root's in the IMP).
+
+    A verifier running as root (the IMP's privileged half) forks a reader
+    that becomes ``user`` for good, reads and parses the file, and sends
+    back the parsed cert: the file is reached, opened and parsed with only
+    the rights of the user who controls it.  Any other verifier reads it
+    with its own identity (it cannot switch), as upstream does.
+    """
+    euid = os.geteuid()
+    if euid != 0 or user.pw_uid == euid:
+        return Cert.load_untrusted(path)
+    return Cert.decode(_output_as(user, lambda: Cert.load_untrusted(path).encode()))
+
+
+def _output_as(user: pwd.struct_passwd, produce: Callable[[], bytes]) -> bytes:
+    """``produce()`` run in a child that has become ``user`` for good; CertError
+    with the child's errno if it fails, EIO if it dies."""
+    from ..imp import creds  # the one module that switches ids (it never returns on failure)
+
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the reader: never return into the verifier's code
+        code = 0
+        try:
+            os.close(rfd)
+            creds.become_user(user)
+            data = memoryview(produce())
+            while data:
+                data = data[os.write(wfd, data) :]
+        except CertError as exc:
+            code = exc.errno if 0 < exc.errno < 256 else errno.EIO
+        except BaseException:  # anything else (a failed switch: ImpError)
+            code = errno.EIO
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks, size = [], 0
+    try:
+        while size <= READ_LIMIT and (chunk := os.read(rfd, 1 << 16)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise CertError(code if code > 0 else errno.EIO)
+    if size > READ_LIMIT:
+        raise CertError(errno.EINVAL)
+    return b"".join(chunks)
 
 
 def _verify_by_ca(
