@@ -2,7 +2,9 @@
 
 Built into a test launcher with ``MODULE=tests.launcher_probe``; prints one
 JSON object on stdout, or writes it to PATH when the first argument is
-``--probe-out=PATH`` (for runs whose stdout is closed).
+``--probe-out=PATH`` (for runs whose stdout is closed).  Each argument
+``--probe-import=MODULE`` imports MODULE first (as root, through the
+launcher's import guard).
 """
 
 from __future__ import annotations
@@ -39,8 +41,18 @@ def _module_file(name: str) -> str | None:
     return None if module is None else getattr(module, "__file__", None)
 
 
-def main(test_build: int, sysconfdir: str) -> None:
+def _mapped_files() -> list[str]:
+    """Files mapped into this process: the interpreter, its libraries, any preload."""
+    with open("/proc/self/maps") as maps:
+        return sorted({line.split(None, 5)[5].strip() for line in maps
+                       if len(line.split(None, 5)) == 6 and "/" in line})  # fmt: skip
+
+
+def main(test_build: int, sysconfdir: str, test_pattern: str | None = None) -> None:
     fds_at_start = _open_fds()
+    for arg in sys.argv[1:]:
+        if arg.startswith("--probe-import="):
+            __import__(arg.split("=", 1)[1])
     from flux_imp.imp.launch import read_launch_data
 
     launch: dict[str, Any]
@@ -92,6 +104,8 @@ def main(test_build: int, sysconfdir: str) -> None:
         "warnings_filters": len(sys.warnoptions),
         "test_build": test_build,
         "sysconfdir": sysconfdir,
+        "test_pattern": test_pattern,
+        "mapped": _mapped_files(),
         "modules": {
             name: _module_file(name)
             for name in ("flux_imp", "flux_imp.imp.launch", "tests", "tests.launcher_probe")

@@ -798,11 +798,12 @@ def test_make_install_production_build(tmp_path: Path) -> None:
     st_ = installed.stat()
     assert (st_.st_uid, st_.st_gid, stat.S_IMODE(st_.st_mode)) == (0, 0, 0o4755)
     binary = installed.read_bytes()
-    bootstrap = (
-        f'import sys;sys.path.append("{VENV_SITE}");'
+    bootstrap = (  # after the import guard (tests/test_harden_launcher.py)
+        f'\nsys.path.append("{VENV_SITE}");'
         'from flux_imp.imp.main import main;main(test_build=0,sysconfdir="/etc")'
     )
     assert bootstrap.encode() + b"\0" in binary
+    assert b"test_pattern" not in binary
     readelf = shutil.which("readelf")
     if readelf is not None:
         dynamic = subprocess.run([readelf, "-d", str(installed)], capture_output=True, text=True)

@@ -118,19 +118,21 @@ def in_callers_cwd(pattern: str | None, cwd: str, load: Callable[[], T]) -> T:
 
 
 def load(env: CallerEnv, test_build: bool, cwd: str = "",
-         sysconfdir: str = SYSCONFDIR) -> ImpConfig:
+         sysconfdir: str = SYSCONFDIR, test_pattern: str = "") -> ImpConfig:
     """Load and lint the IMP config; die with upstream's messages.
 
     ``cwd`` is the caller's ("" if unknown): a test build's relative
     FLUX_IMP_CONFIG_PATTERN is read from there, as upstream's.
-    ``sysconfdir`` is the one the launcher was built with."""
+    ``sysconfdir`` is the one the launcher was built with; so is a test
+    build's ``test_pattern``, what it reads when FLUX_IMP_CONFIG_PATTERN is
+    unset (upstream's reads its source tree's imp.conf.d)."""
     pattern = imp_config_pattern(sysconfdir)
     base: dict[str, object] = {}
     security_pattern = security_config_pattern(sysconfdir)
     security_flags = 0
     if test_build:
         # Only a test build of the launcher honours these, as upstream.
-        pattern = env.get("FLUX_IMP_CONFIG_PATTERN") or pattern
+        pattern = env.get("FLUX_IMP_CONFIG_PATTERN") or test_pattern or pattern
         security_pattern = pattern
         if env.get("FLUX_TEST_IMP_PATH_PARANOIA") is None:
             base["disable-path-paranoia"] = True

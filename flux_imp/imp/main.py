@@ -93,7 +93,7 @@ def _sudo_simulation(imp: Imp) -> None:
         die("Failed to enable sudo support")
 
 
-def _run(test_build: bool, sysconfdir: str) -> int:
+def _run(test_build: bool, sysconfdir: str, test_pattern: str) -> int:
     try:
         launch = read_launch_data()
     except LaunchDataError as exc:
@@ -104,7 +104,7 @@ def _run(test_build: bool, sysconfdir: str) -> int:
 
         use_test_build_rule()  # path checks stop at the parent, as upstream's
     env = CallerEnv(launch.environ)
-    conf = impconfig.load(env, test_build, launch.cwd, sysconfdir)
+    conf = impconfig.load(env, test_build, launch.cwd, sysconfdir, test_pattern)
     level = conf.section("log-level")
     if level is not None and not log.set_level(cf.as_str(level)):
         log.warn(f"unknown log-level '{cf.as_str(level)}', ignoring")
@@ -127,10 +127,11 @@ def _run(test_build: bool, sysconfdir: str) -> int:
     return 0 if ps.wait() else 1
 
 
-def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR) -> NoReturn:
-    """Entry point; the launcher passes what it was built with."""
+def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR, test_pattern: str = "") -> NoReturn:
+    """Entry point; the launcher passes what it was built with (a test
+    build, its default config pattern)."""
     try:
-        code = _run(bool(test_build), sysconfdir)
+        code = _run(bool(test_build), sysconfdir, test_pattern)
     except ImpError as exc:
         log.fatal(exc.message)
         code = exc.code

@@ -3,8 +3,10 @@
  * Linux ignores the setuid bit on scripts, so this is installed setuid root
  * and starts a fixed Python interpreter, isolated, on a fixed module.  It
  * parses nothing and reads no configuration: it scrubs the process state a
- * caller could have planted, hands the caller's environment, umask and cwd
- * to Python as data on fd 3, and execs.  Everything is fixed at build time.
+ * caller could have planted, checks that only root can change the
+ * interpreter, hands the caller's environment, umask and cwd to Python as
+ * data on fd 3, and execs.  Python's first act, as root, is the import guard
+ * (bootstrap below).  Everything is fixed at build time.
  *
  * Launch data on fd 3 (a memfd, read by flux_imp/imp/launch.py):
  *   "flux-imp-launch 1\0" "umask=<4 octal digits>\0" "cwd=<path or empty>\0"
@@ -40,6 +42,11 @@
 #if FLUX_IMP_TEST_BUILD != 0 && FLUX_IMP_TEST_BUILD != 1
 #error "FLUX_IMP_TEST_BUILD must be 0 or 1"
 #endif
+/* A test build reads the *.toml files in TEST_CONFDIR unless FLUX_IMP_CONFIG_PATTERN
+ * says otherwise, as upstream's reads its source tree's imp.conf.d. */
+#if FLUX_IMP_TEST_BUILD && !defined(FLUX_IMP_TEST_CONFDIR)
+#error "a test build needs FLUX_IMP_TEST_CONFDIR (absolute path)"
+#endif
 #ifndef SYS_close_range
 #define SYS_close_range 436 /* same number on every architecture */
 #endif
@@ -49,22 +56,80 @@
 #define LAUNCH_FD 3
 
 /* Compile-time code: the only Python the interpreter is told to run.  The
- * Makefile restricts SITEDIR, SYSCONFDIR and MODULE to characters safe
- * inside it.  SYSCONFDIR is passed here, so the Python side reads exactly
- * the config tree this binary was built for.
- * SITEDIR goes after the standard library, as site-packages normally does,
- * so no third-party module there can shadow a standard one. */
-/* SITEARCH: where the distribution keeps compiled extensions, when that is
- * not SITEDIR (Fedora's lib64 site-packages holds pynacl and prctl). */
+ * Makefile restricts SITEDIR, SITEARCH, SYSCONFDIR, TEST_CONFDIR and MODULE
+ * to characters safe inside it.
+ *
+ * First, as root, the import guard: nothing root imports may be changeable
+ * by anyone but root.  It stands in for the interpreter's path finder, so
+ * each module file Python is about to load (source, bytecode, extension
+ * module) is judged before it is read, with every directory above it, by
+ * check_root_only()'s rule below: root's, not writable by group or others
+ * (sticky directories excepted: each file is judged by its own owner).
+ * Symlinks are judged where they lead.  It covers the standard library and
+ * every dependency, whatever they are.  The modules Python loaded before
+ * any of this ran (the encodings package) are judged first: too late to
+ * stop them, but nothing more runs.  A file that is absent is judged by
+ * the directory that could gain it.
+ *
+ * Then SITEDIR goes after the standard library, as site-packages normally
+ * does, so no third-party module there can shadow a standard one; SITEARCH
+ * (Fedora keeps compiled extensions in lib64) after it.  SYSCONFDIR is
+ * passed, so the Python side reads exactly the config tree this binary was
+ * built for; a test build also passes its TEST_CONFDIR pattern. */
+#define GUARD                                                                  \
+    "import sys\n"                                                             \
+    "from os import fsencode, geteuid, lstat, write, _exit\n"                  \
+    "from posixpath import dirname, realpath\n"                                \
+    "from _stat import S_ISDIR, S_ISLNK, S_ISVTX\n"                            \
+    "from _frozen_importlib_external import PathFinder\n"                      \
+    "judged = set()\n"                                                         \
+    "def judge(path):\n"                                                       \
+    "    while path not in judged:\n"                                          \
+    "        judged.add(path)\n"                                               \
+    "        try:\n"                                                           \
+    "            st = lstat(path)\n"                                           \
+    "        except (FileNotFoundError, NotADirectoryError):\n"                \
+    "            st = None\n"                                                  \
+    "        if st is None:\n"                                                 \
+    "            pass\n"                                                       \
+    "        elif S_ISLNK(st.st_mode):\n"                                      \
+    "            judge(realpath(path))\n"                                      \
+    "        elif st.st_uid != 0 or (st.st_mode & 0o22\n"                      \
+    "                and not (S_ISDIR(st.st_mode) and st.st_mode & S_ISVTX)):\n" \
+    "            write(2, b'flux-imp: Fatal: ' + fsencode(path)\n"             \
+    "                  + b': not owned by root, or writable by group or others\\n')\n" \
+    "            _exit(1)\n"                                                   \
+    "        path = dirname(path)\n"                                           \
+    "def judged_spec(spec):\n"                                                 \
+    "    if spec is not None and spec.has_location:\n"                         \
+    "        judge(spec.origin)\n"                                             \
+    "        if spec.cached:\n"                                                \
+    "            judge(spec.cached)\n"                                         \
+    "    return spec\n"                                                        \
+    "class RootOnlyPathFinder:\n"                                              \
+    "    @staticmethod\n"                                                      \
+    "    def find_spec(name, path=None, target=None):\n"                       \
+    "        return judged_spec(PathFinder.find_spec(name, path, target))\n"   \
+    "if geteuid() == 0:\n"                                                     \
+    "    for module in list(sys.modules.values()):\n"                          \
+    "        judged_spec(getattr(module, '__spec__', None))\n"                 \
+    "    sys.meta_path[sys.meta_path.index(PathFinder)] = RootOnlyPathFinder\n"
 #ifdef FLUX_IMP_SITEARCH
 #define APPEND_SITEARCH "sys.path.append(\"" FLUX_IMP_SITEARCH "\");"
 #else
 #define APPEND_SITEARCH ""
 #endif
+#if FLUX_IMP_TEST_BUILD
+#define TEST_PATTERN_ARG ",test_pattern=\"" FLUX_IMP_TEST_CONFDIR "/*.toml\""
+#else
+#define TEST_PATTERN_ARG ""
+#endif
 static const char bootstrap[] =
-    "import sys;sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH
+    GUARD
+    "sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH
     "from " FLUX_IMP_MODULE " import main;"
-    "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\")";
+    "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\""
+    TEST_PATTERN_ARG ")";
 
 /* What kind of build this is, for `make install` to read off the binary:
  * it refuses to install a test build. */
@@ -200,13 +265,33 @@ static void check_root_only(const char *path)
     }
 }
 
+/* PYTHON must be a binary: for a script ("#!") the kernel would run an
+ * interpreter that nothing here has checked. */
+static void check_elf(const char *path)
+{
+    char magic[4];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        die(path);
+    ssize_t n = -1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        n = read(fd, magic, sizeof(magic));
+    close(fd);
+    if (n != (ssize_t)sizeof(magic) || memcmp(magic, "\177ELF", sizeof(magic)) != 0) {
+        fprintf(stderr, "flux-imp: Fatal: %s: not an ELF executable\n", path);
+        exit(1);
+    }
+}
+
 /* Check both each path as built (its directories hold any symlink) and its
  * real path (the directories holding what is actually run).  SITEDIR is
- * on sys.path, so nobody but root may add modules to it either. */
+ * on sys.path, so nobody but root may add modules to it either.  What is
+ * imported from there (and from the standard library) is the import
+ * guard's to judge, file by file. */
 static void check_install(void)
 {
     static const char *const paths[] = {FLUX_IMP_PYTHON, FLUX_IMP_SITEDIR,
-                                        FLUX_IMP_SITEDIR "/flux_imp",
 #ifdef FLUX_IMP_SITEARCH
                                         FLUX_IMP_SITEARCH
 #endif
@@ -218,6 +303,35 @@ static void check_install(void)
             die(paths[i]);
         check_root_only(real);
     }
+    check_elf(FLUX_IMP_PYTHON);
+}
+
+/* The interpreter's environment: LC_ALL, and nothing the caller set, with
+ * one exception.  Upstream's test build, run by root (sudo; glibc's secure
+ * mode is then off), keeps LD_PRELOAD and pam_wrapper's PAM_WRAPPER*
+ * variables: that is how its PAM tests drive a test PAM stack.  So a test
+ * build run by real uid 0 passes those on; never for another caller, never
+ * in an installed build. */
+static char **interpreter_env(void)
+{
+    size_t n = 0;
+    for (char **e = environ; e && *e; e++)
+        n++;
+    char **envp = calloc(n + 2, sizeof(char *));
+    if (!envp)
+        die("calloc");
+    size_t k = 0;
+    envp[k++] = (char *)"LC_ALL=C.UTF-8";
+#if FLUX_IMP_TEST_BUILD
+    if (getuid() == 0) {
+        for (char **e = environ; e && *e; e++) {
+            if (strncmp(*e, "LD_PRELOAD=", 11) == 0 || strncmp(*e, "PAM_WRAPPER=", 12) == 0
+                || strncmp(*e, "PAM_WRAPPER_", 12) == 0)
+                envp[k++] = *e;
+        }
+    }
+#endif
+    return envp;
 }
 
 int main(int argc, char *argv[])
@@ -242,7 +356,8 @@ int main(int argc, char *argv[])
         check_install();
 
     /* -I: ignore PYTHON* and the user site, no script dir on sys.path;
-     * -S: no site.py, so no .pth files run; -B: root writes no bytecode. */
+     * -S: no site.py, so no .pth files run; -B: root writes no bytecode
+     * (it still reads it: the import guard judges it). */
     size_t nargs = argc > 1 ? (size_t)argc - 1 : 0;
     char **args = calloc(nargs + 7, sizeof(char *));
     if (!args)
@@ -251,8 +366,6 @@ int main(int argc, char *argv[])
     memcpy(args, head, sizeof(head));
     for (size_t k = 0; k < nargs; k++)
         args[6 + k] = argv[k + 1]; /* passed through as data, never interpreted */
-    /* Nothing the caller set reaches the interpreter's environment. */
-    char *envp[] = {(char *)"LC_ALL=C.UTF-8", NULL};
-    execve(FLUX_IMP_PYTHON, args, envp);
+    execve(FLUX_IMP_PYTHON, args, interpreter_env());
     die("execve " FLUX_IMP_PYTHON);
 }
