@@ -15,6 +15,7 @@ that signs (with the cert's public key and new uuid).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,9 @@ from .log import die, log
 from .state import Imp
 
 _KV_PREFIX = "cert"  # upstream's privsep keys: "certmeta.<k>", "certcurve.public-key"
+# Not upstream (10 MiB): the most of stdin read.  A cert is under 1 KiB, and
+# every local user may make the privileged half decode and sign what is sent.
+MAX_INPUT = 1024 * 1024
 
 @contextlib.contextmanager
 def _step(name: str) -> Iterator[None]:
@@ -57,11 +61,22 @@ def _sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
                  xtime=cert.meta.get_time("xtime"))  # fmt: skip
 
 
+def _read_cert() -> Cert:
+    """The public cert on stdin (the launcher made sure fd 0 is open)."""
+    with _step("decode cert"):
+        try:
+            data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        except OSError as exc:
+            raise CertError(exc.errno or errno.EIO) from exc
+        if len(data) > MAX_INPUT:
+            die(f"casign: decode cert: input too large (more than {MAX_INPUT} bytes)")
+        return Cert.loads(data)
+
+
 def child(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("casign", "unprivileged")
     with trail.refusals():
-        with _step("decode cert"):
-            cert = Cert.read(sys.stdin.buffer)  # the launcher made sure fd 0 is open
+        cert = _read_cert()
         trail.note(public_key=b64.encode(cert.public_key))
         if imp.ps is not None:
             kv.join(cert.to_kv(), _KV_PREFIX)

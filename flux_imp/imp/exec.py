@@ -234,10 +234,13 @@ def _child_request(imp: Imp, trail: audit.Trail) -> Request:
 
 
 def _read_stdin() -> bytes:
-    chunks = []
+    from . import jsonin  # the child's alone (see _child_request)
+
+    chunks, size = [], 0
     try:  # not contextlib.suppress: contextlib costs start-up time
-        while chunk := os.read(0, 1 << 16):
+        while size <= jsonin.MAX_INPUT and (chunk := os.read(0, 1 << 16)):  # more: refused
             chunks.append(chunk)
+            size += len(chunk)
     except OSError:  # a closed stdin reads as empty, like fgetc
         pass
     return b"".join(chunks)

@@ -18,6 +18,7 @@ including its ``near '<token>'`` context.  Quirks kept on purpose:
 
 Unlike ``json_loadf`` we parse bytes already read to EOF (the caller reads
 them), so an invalid document is reported only once its writer closes.
+Input over :data:`MAX_INPUT` bytes is refused before parsing (not upstream).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 
     Json = Union[Dict[str, "Json"], List["Json"], str, int, float, bool, None]
 
+# Not upstream: the most input read and parsed.  Twice the privsep message
+# limit (4 MiB, upstream's too): any J that can reach the privileged half
+# fits (signed jobspecs with embedded files approach that limit), and one
+# just too large for it still gets upstream's "failed to communicate".
+MAX_INPUT = 8 * 1024 * 1024
+TOO_LARGE = f"input too large (more than {MAX_INPUT} bytes)"
 _EOF = -1  # stream end, as fgetc's EOF
 _MAX_DEPTH = 2048  # JSON_PARSER_MAX_DEPTH
 _MAX_CONTEXT = 20  # longest token text quoted in an error
@@ -109,6 +116,8 @@ class ExecInput(tuple["str", "Json | Absent"]):
 
 def parse(data: bytes) -> ExecInput:
     """Parse and unpack ``data``; :class:`JsonInputError` with jansson's text."""
+    if len(data) > MAX_INPUT:
+        raise JsonInputError(TOO_LARGE)
     root = _Parser(data).document()
     if not isinstance(root, dict):
         raise JsonInputError(f"Expected object, got {type_name(root)}")
@@ -336,9 +345,12 @@ class _Parser:
             return _TOK_INVALID
         if c not in (0x2E, 0x45, 0x65):
             self.unget_unsave(c)
-            value = int(self.saved)
-            if not -_INT64 <= value < _INT64:
-                self.fail("too big negative integer" if value < 0 else "too big integer")
+            negative = self.saved[0] == 0x2D
+            # JSON has no leading zeros, so over 19 digits is out of range:
+            # known before int(), which refuses over 4300 digits.
+            value = int(self.saved) if len(self.saved) - negative <= 19 else None
+            if value is None or not -_INT64 <= value < _INT64:
+                self.fail("too big negative integer" if negative else "too big integer")
             self.value = value
             return _TOK_INTEGER
         if c == 0x2E:
