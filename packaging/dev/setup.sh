@@ -13,7 +13,8 @@ pkgs=(python3 python3-venv python3-dev gcc make libcap-dev libsodium23
       # The .deb: its build (make -C packaging deb), its check, and what it
       # depends on, so installing it needs no further download.
       debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
-      lintian python3-nacl python3-click python3-prctl groff-base man-db)
+      lintian python3-nacl python3-click python3-prctl groff-base man-db
+      libpam-wrapper)  # test builds drive PAM stacks through pam_wrapper, as upstream
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: must run as root" >&2
