@@ -340,3 +340,15 @@ def test_exec_huge_integer_is_a_json_error(home: HomeSetup) -> None:
     result = home.setup.exec(home.pattern, data)
     assert (result.returncode, result.stderr) == (1, fatal("exec: invalid json input: "
                                                            "too big integer"))
+
+
+def test_exec_with_many_arguments_is_prompt(home: HomeSetup) -> None:
+    # 100,000 args make a privsep message of 100,000 kv entries, built by the
+    # unprivileged half and decoded by the privileged one: quadratic, minutes.
+    setup, args = home.setup, ["a"] * 100_000
+    with reaping(setup.owner):
+        result = impenv.run(setup.imp.test_build, ["exec", SH, "-c", 'echo "$#"', "x", *args],
+                            as_user=users.become(setup.owner), stdin=request(home.token),
+                            env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": home.pattern},
+                            timeout=60)  # fmt: skip
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"100000\n", b"")
