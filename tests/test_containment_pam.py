@@ -5,6 +5,7 @@ configuration is never touched."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -14,10 +15,10 @@ import pytest
 
 from flux_imp.imp import pam
 
-from . import users
+from . import impenv, users
 from .containment_helpers import make_setup, outcome, start
 from .impenv import ImpInstall
-from .jobs import ExecSetup
+from .jobs import CONFIG, SHELL, ExecSetup, sign_as
 
 # pam_limits starts from PID 1's limits: a hard limit above ours needs
 # CAP_SYS_RESOURCE (which containers may lack), so lower the hard one too.
@@ -82,3 +83,38 @@ def test_pam_failure_stops_the_job(setup: ExecSetup, world_tmp: Path, stack: str
     lines = err.splitlines()
     assert lines[0].startswith(f"flux-imp: Warning: {warning}")
     assert lines[-1] == "flux-imp: Fatal: exec: PAM stack failure"
+
+
+PAM_WRAPPER = Path("/usr/lib/x86_64-linux-gnu/libpam_wrapper.so")
+
+
+@pytest.mark.parametrize(("stack", "ran"), [
+    ("session required pam_permit.so\n", True),
+    ("session required pam_deny.so\n", False),
+])  # fmt: skip
+def test_a_test_build_run_by_root_is_driven_by_pam_wrapper(
+    imp: ImpInstall, munged: str, owner: pwd.struct_passwd, world_tmp: Path,
+    stack: str, ran: bool,
+) -> None:
+    """As upstream's PAM tests: root runs the test build through sudo with
+    pam_wrapper preloaded, and the stack in PAM_WRAPPER_SERVICE_DIR is the
+    one the IMP's session goes through (not /etc/pam.d)."""
+    if pam.load() is None or not PAM_WRAPPER.exists():
+        pytest.skip("libpam or pam_wrapper (Debian libpam-wrapper) is not installed")
+    services = world_tmp / "services"
+    services.mkdir()
+    (services / "flux").write_text("auth required pam_permit.so\n" + stack)
+    text = "allow-sudo = true\n" + CONFIG.format(
+        socket=munged, owner=owner.pw_name, shells=json.dumps([SHELL])) + "pam-support = true\n"
+    pattern = impenv.write_config(world_tmp / "conf.d", text)
+    token = sign_as(owner, pattern)
+    result = impenv.run(
+        imp.test_build, ["exec", SHELL, "-c", "echo ran"], stdin=json.dumps({"J": token}).encode(),
+        env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": pattern,
+             "SUDO_USER": owner.pw_name, "LD_PRELOAD": str(PAM_WRAPPER), "PAM_WRAPPER": "1",
+             "PAM_WRAPPER_SERVICE_DIR": str(services)})  # fmt: skip
+    if ran:
+        assert (result.returncode, result.stdout) == (0, b"ran\n"), result.stderr
+    else:
+        assert (result.returncode, result.stdout) == (1, b"")
+        assert result.stderr.endswith(b"flux-imp: Fatal: exec: PAM stack failure\n")

@@ -13,6 +13,7 @@ that asks for input fails.  Modules' messages are logged.
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 from .log import die, log
@@ -42,11 +43,17 @@ class _Conv(ctypes.Structure):
 
 
 def load() -> ctypes.CDLL | None:
-    """libpam, or None where it is not installed."""
+    """libpam's functions, or None where it is not installed.
+
+    libpam is loaded into the global scope and its functions looked up
+    there, as a program linked against it would find them: so a preloaded
+    pam_wrapper (a test build run by root, as upstream's PAM tests do)
+    comes first.  An installed build never lets LD_PRELOAD through."""
     try:
-        return ctypes.CDLL("libpam.so.0")
+        ctypes.CDLL("libpam.so.0", mode=os.RTLD_GLOBAL)
     except OSError:
         return None
+    return ctypes.CDLL(None)
 
 
 def _converse(count: int, messages: Any, responses: Any, _: object) -> int:
