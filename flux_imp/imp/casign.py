@@ -52,13 +52,15 @@ def _sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
         ca.load(secret=True)
     with _step("ca_sign"):
         ca.sign(cert, 0, os.getuid())  # ttl 0: the CA's max-cert-ttl
+    # Recorded before anything is written: with audit-required, a record
+    # that cannot be kept stops the cert from reaching the caller.
+    trail.decide("allowed", uuid=cert.meta.get_str("uuid"),
+                 xtime=cert.meta.get_time("xtime"))  # fmt: skip
     try:
         sys.stdout.buffer.write(cert.dumps().encode("utf-8", "surrogateescape"))
         sys.stdout.buffer.flush()
     except OSError as exc:
         die(f"casign: write stdout: {exc.strerror}")
-    trail.decide("allowed", uuid=cert.meta.get_str("uuid"),
-                 xtime=cert.meta.get_time("xtime"))  # fmt: skip
 
 
 def _read_cert() -> Cert:
