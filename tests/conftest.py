@@ -10,9 +10,29 @@ from pathlib import Path
 
 import pytest
 
+from flux_imp.imp import audit
+
 from . import impenv, jobs, users
 from . import munged as munged_helper
 from .syslogtrap import SyslogTrap, syslog_trap
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_audit_log_restored() -> Iterator[None]:
+    """Records no syslog took go to the host's fallback audit log (the IMPs
+    of tests without a syslog trap; there is no syslog here): the session
+    leaves that log as it found it."""
+    log_dir = Path(audit.FALLBACK_DIR)
+    log = log_dir / audit.FALLBACK
+    had_dir = log_dir.exists()
+    size = log.stat().st_size if log.exists() else None
+    yield
+    if not had_dir:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    elif size is None:
+        log.unlink(missing_ok=True)
+    elif log.exists():
+        os.truncate(log, size)
 
 
 @pytest.fixture(scope="session")
