@@ -180,10 +180,13 @@ def test_ulimit_f_1_caller_root_writes_it_all_unless_the_kernel_forbids(
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 def test_lowered_limits_and_nice_value_are_pid1s_in_root_command(
-    setup: RunSetup, hard: bool
+    setup: RunSetup, hard: bool, syslog: SyslogTrap
 ) -> None:
+    # The audit record goes to the trap: with no syslog here it would go to
+    # the host's fallback log, which a hard file-size limit that root cannot
+    # raise (no CAP_SYS_RESOURCE) may refuse, with a warning on stderr.
     limits = lowered(LOWERED, hard)
-    got = limits_and_nice(setup.run("limits", preexec=hostile(setup, limits)))
+    got = limits_and_nice(setup.run("limits", preexec=syslog.preexec(hostile(setup, limits))))
     assert got == (root_limits(limits, CALLER_NICE)[0], os.getpriority(os.PRIO_PROCESS, 1))
 
 
