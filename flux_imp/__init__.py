@@ -21,12 +21,12 @@ PRIVILEGED_MODULES: tuple[str, ...] = (
     "flux_imp.imp.log",
     "flux_imp.imp.environ",
     "flux_imp.imp.impconfig",  # IMP config, loaded as root
-    "flux_imp.config",
-    "flux_imp.cferror",
+    "flux_imp.conf",
+    "flux_imp.conf.errors",
     "flux_imp.text",
-    "flux_imp.tomltk",
-    "flux_imp.cglob",
-    "flux_imp.pathcheck",
+    "flux_imp.conf.tomltk",
+    "flux_imp.conf.cglob",
+    "flux_imp.conf.pathcheck",
     "flux_imp.imp.cgroup",
     "flux_imp.imp.creds",  # the only set*id/initgroups calls
     "flux_imp.imp.privsep",  # the one channel from the unprivileged child

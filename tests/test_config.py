@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux_imp import cglob
-from flux_imp import config as cf
+from flux_imp import conf as cf
+from flux_imp.conf import cglob
 
 from . import test_pathcheck as pc
 from .test_pathcheck import NOBODY, effective, needs_root

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flux_imp import config as cf
+from flux_imp import conf as cf
 from flux_imp.imp import impconfig, namespaces, pam
 from flux_imp.imp.environ import CallerEnv
 from flux_imp.imp.log import Log

@@ -21,7 +21,7 @@ from flux_imp.sign import ca, curve, munge, token
 MAN = Path(__file__).resolve().parents[1] / "man"
 PAGES = sorted(p for p in MAN.iterdir() if p.is_file())
 
-# cf type names (flux_imp.config.typeof) as the pages spell them.
+# cf type names (flux_imp.conf.typeof) as the pages spell them.
 TYPE_WORDS = {"bool": "bool", "string": "string", "array": "array", "table": "table",
               "int64": "integer"}  # fmt: skip
 

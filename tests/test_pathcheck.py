@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_imp import pathcheck
-from flux_imp.pathcheck import PathError, c_dirname, path_is_secure
+from flux_imp.conf import pathcheck
+from flux_imp.conf.pathcheck import PathError, c_dirname, path_is_secure
 
 from . import users
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pwd
 from typing import TYPE_CHECKING, Any
 
-from .. import config as cf
+from .. import conf as cf
 from . import audit, jobcgroup
 from .jobcgroup import JobCgroup
 from .log import die, log

@@ -31,7 +31,7 @@ import os
 import pwd
 import sys
 
-from .. import config as cf
+from .. import conf as cf
 from ..sign import SignError, unwrap
 from ..sign.kv import KV
 from . import audit, creds, helper, options

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .. import config as cf
+from .. import conf as cf
 from ..paths import SYSCONFDIR, imp_config_pattern, security_config_pattern
 from ..sign import DISABLE_PATH_PARANOIA
 from .log import die, log

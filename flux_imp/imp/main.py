@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import config as cf
+from .. import conf as cf
 from ..paths import SYSCONFDIR
 from ..sign.kv import KV
 from . import audit, cgroup, commands, creds, impconfig
@@ -100,7 +100,7 @@ def _run(test_build: bool, sysconfdir: str, test_pattern: str) -> int:
         die(f"launcher: {exc}")
     _set_process_name()
     if test_build:
-        from ..pathcheck import use_test_build_rule
+        from ..conf.pathcheck import use_test_build_rule
 
         use_test_build_rule()  # path checks stop at the parent, as upstream's
     env = CallerEnv(launch.environ)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import pwd
 
-from .. import config as cf
-from ..pathcheck import PathError, path_is_secure
+from .. import conf as cf
+from ..conf.pathcheck import PathError, path_is_secure
 from ..sign.kv import KV
 from . import audit, creds, helper
 from .environ import unsafe_for_root

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from .. import config as cf
+from .. import conf as cf
 from .cert import Cert, CertError, c_string
 from .errors import SignError
 
@@ -90,7 +90,7 @@ class CA:
         """Load the CA cert from ``cert-path`` (with its secret key if asked)."""
         path = self.cert_path
         if os.geteuid() == 0:  # not upstream: root trusts only files only root can change
-            from ..pathcheck import PathError, path_is_secure
+            from ..conf.pathcheck import PathError, path_is_secure
 
             for name in (path + ".pub", path) if secret else (path + ".pub",):
                 try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import config as cf
+from .. import conf as cf
 from ..paths import SECURITY_CONFIG_PATTERN
 from . import DISABLE_PATH_PARANOIA, FORCE_PATH_PARANOIA
 from .errors import SignError

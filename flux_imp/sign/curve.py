@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import config as cf
+from .. import conf as cf
 from .ca import CA, CAError
 from .cert import READ_LIMIT, Cert, CertError, c_string
 from .errors import SignError

@@ -16,7 +16,7 @@ import sys
 import time
 import weakref
 
-from .. import config as cf
+from .. import conf as cf
 from .errors import SignError
 
 TYPE_CHECKING = False  # mypy reads this as true

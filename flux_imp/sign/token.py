@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import config as cf
+from .. import conf as cf
 from . import b64
 from .errors import SignError
 from .kv import KV, KVError

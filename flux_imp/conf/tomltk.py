@@ -19,7 +19,7 @@ import errno
 import os
 import sys
 
-from .cferror import ConfigError
+from .errors import ConfigError
 
 TYPE_CHECKING = False  # mypy reads this as true
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from . import cglob
-from .cferror import ConfigError
+from .errors import ConfigError
 from .tomltk import parse
 
 # Every IMP command loads its config through here: typing, datetime and

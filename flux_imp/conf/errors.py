@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .text import truncate
+from ..text import truncate
 
 # cf_error: errbuf[200] and filename[PATH_MAX + 1], filled by snprintf/strlcpy.
 _MAX_TEXT = 199
