@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from flux_imp.imp import audit
-from flux_imp.imp.casign import MAX_INPUT
+from flux_imp.imp.casign_rules import MAX_INPUT
 from flux_imp.sign import b64, unwrap, wrap_as
 from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from flux_imp.imp import jobcgroup, options
+from flux_imp.imp import options
 from flux_imp.imp.options import OptionsError
+from flux_imp.imp.privileged.contain import cgroup as jobcgroup
 from flux_imp.sign.kv import KV
 
 from .containment_helpers import (

@@ -15,11 +15,14 @@ from typing import Any
 
 import pytest
 
-from flux_imp.imp import bpf, containment, devices, jobcgroup
-from flux_imp.imp.bpf import ACC_MKNOD, ACC_READ, ACC_WRITE, DEV_BLOCK, DEV_CHAR, Rule
-from flux_imp.imp.devices import DeviceRules
+from flux_imp.imp import devices
+from flux_imp.imp.devices import DeviceRules, Rule
 from flux_imp.imp.log import ImpError
 from flux_imp.imp.options import DevicePolicy, OptionsError
+from flux_imp.imp.privileged.contain import bpf
+from flux_imp.imp.privileged.contain import cgroup as jobcgroup
+from flux_imp.imp.privileged.contain import setup as containment
+from flux_imp.imp.privileged.contain.bpf import ACC_MKNOD, ACC_READ, ACC_WRITE, DEV_BLOCK, DEV_CHAR
 from flux_imp.sign.kv import KV
 
 from .containment_helpers import (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_imp.imp import pam
+from flux_imp.imp.privileged.contain import pam
 
 from . import impenv, users
 from .containment_helpers import make_setup, outcome, start

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from flux_imp import conf as cf
-from flux_imp.imp import impconfig, namespaces, pam
+from flux_imp.imp import impconfig
 from flux_imp.imp.environ import CallerEnv
 from flux_imp.imp.log import Log
+from flux_imp.imp.privileged.contain import namespaces, pam
 from flux_imp.sign import DISABLE_PATH_PARANOIA, Context, unwrap, wrap
 from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert

@@ -30,23 +30,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux_imp.imp import (
-    audit,
-    cgroup,
-    devices,
-    environ,
-    helper,
-    jobcgroup,
-    jsonin,
-    options,
-    pam,
-    privsep,
-)
-from flux_imp.imp import exec as imp_exec
+from flux_imp.imp import audit, cgroup, devices, environ, helper, options, privsep
 from flux_imp.imp.cgroup import CgroupInfo
 from flux_imp.imp.impconfig import ImpConfig
 from flux_imp.imp.log import ImpError
+from flux_imp.imp.privileged import exec as imp_exec
+from flux_imp.imp.privileged.contain import cgroup as jobcgroup
+from flux_imp.imp.privileged.contain import pam
 from flux_imp.imp.state import Imp
+from flux_imp.imp.unprivileged import jsonin
 from flux_imp.sign import DISABLE_PATH_PARANOIA
 from flux_imp.sign.kv import KV
 

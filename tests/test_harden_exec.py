@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_imp.imp import creds, pam
+from flux_imp.imp import creds
+from flux_imp.imp.privileged.contain import pam
 
 from . import users
 from .containment_helpers import helper_input, make_setup, outcome, start

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from flux_imp.imp import jsonin
-from flux_imp.imp.casign import MAX_INPUT as CASIGN_MAX_INPUT
+from flux_imp.imp.casign_rules import MAX_INPUT as CASIGN_MAX_INPUT
+from flux_imp.imp.unprivileged import jsonin
 from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flux_imp import __version__
-from flux_imp.imp import version
+from flux_imp.imp.unprivileged import version
 
 from . import impenv, users
 from .impenv import ImpInstall

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from flux_imp import __version__
-from flux_imp.imp import version
+from flux_imp.imp.unprivileged import version
 
 from . import sitepkg, users
 from .syslogtrap import AUTHPRIV_NOTICE, syslog_trap

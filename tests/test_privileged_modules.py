@@ -1,5 +1,7 @@
-"""``flux_imp.PRIVILEGED_MODULES`` names exactly the project modules whose
-code runs with euid 0.
+"""``flux_imp.PRIVILEGED_MODULES``, derived from the tree (the privileged
+folder and the shared packages), names exactly the project modules whose
+code runs with euid 0, and the unprivileged side never loads from the
+privileged folder.
 
 Every command (and exec with each kind of containment, each signing
 mechanism and a refusal by the privileged half) runs through a real
@@ -8,7 +10,8 @@ path checks on) with ``MODULE=tests.privileged_probe``: the IMP itself,
 with a finder that logs every ``flux_imp`` module each of its processes
 loads and whether that process had euid 0 then (tests/privileged_probe.py).
 A module loaded with euid 0 in any run must be listed; a listed module
-must be loaded with euid 0 in some run.
+must be loaded with euid 0 in some run; a module of
+``flux_imp/imp/privileged/`` must never be loaded without it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import flux_imp
-from flux_imp.imp import pam
+from flux_imp.imp.privileged.contain import pam
 from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert
 
@@ -37,7 +40,9 @@ from .jobs import SHELL, ExecSetup, sign_as, start_exec
 from .signconf import ca_table, sign_table
 
 PROBE = "tests.privileged_probe"
-LISTED = frozenset(name for name in flux_imp.PRIVILEGED_MODULES if "/" not in name)
+LISTED = frozenset(flux_imp.PRIVILEGED_MODULES)
+PRIVILEGED_FOLDER = "flux_imp.imp.privileged"
+UNPRIVILEGED_FOLDER = Path(flux_imp.__file__).parent / "imp" / "unprivileged"
 # The sign config of the runs that are not about containment: every mechanism.
 SIGN = sign_table("{default}", ["munge", "none", "curve"]) + """\
 [sign.munge]
@@ -321,8 +326,8 @@ def test_the_probe_sees_the_unprivileged_child(loads: Found, name: str) -> None:
     """The child parses the JSON input: proof that its loads are seen and
     told apart (and jsonin is the child's alone)."""
     got = of(loads, name)
-    assert "flux_imp.imp.jsonin" in got.user
-    assert "flux_imp.imp.jsonin" not in got.root
+    assert "flux_imp.imp.unprivileged.jsonin" in got.user
+    assert "flux_imp.imp.unprivileged.jsonin" not in got.root
 
 
 def test_every_listed_module_is_loaded_as_root_by_some_run(
@@ -334,8 +339,28 @@ def test_every_listed_module_is_loaded_as_root_by_some_run(
 
 
 def test_the_list_names_real_modules_once() -> None:
-    names = [name for name in flux_imp.PRIVILEGED_MODULES if "/" not in name]
+    names = list(flux_imp.PRIVILEGED_MODULES)
     assert len(names) == len(set(names))
-    for path in (name for name in flux_imp.PRIVILEGED_MODULES if "/" in name):
+    assert PRIVILEGED_FOLDER + ".exec" in names and "flux_imp.sign.token" in names
+    assert not [n for n in names if n.startswith("flux_imp.imp.unprivileged")]
+    for path in flux_imp.PRIVILEGED_SOURCES:
         assert (impenv.TOP / path).is_file(), path
 
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_unprivileged_side_never_loads_the_privileged_folder(
+    loads: Found, name: str
+) -> None:
+    got = of(loads, name)
+    loaded = sorted(m for m in got.user if m.startswith(PRIVILEGED_FOLDER))
+    assert not loaded, f"loaded without euid 0 from the privileged folder: {loaded}"
+
+
+def test_no_unprivileged_module_imports_the_privileged_folder() -> None:
+    """Also where no run goes: by the text of every import there."""
+    for path in sorted(UNPRIVILEGED_FOLDER.rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if code.split()[:1] in (["from"], ["import"]) and "privileged" in code.replace(
+                    "unprivileged", ""):
+                pytest.fail(f"{path}:{number}: {line.strip()}")

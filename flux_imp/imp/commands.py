@@ -1,6 +1,9 @@
 """The command table: name -> (unprivileged half, privileged half).
 
-Halves are imported on demand so a command loads only what it needs.
+A command's unprivileged half is ``unprivileged/<name>.py`` ``child()``,
+its privileged half ``privileged/<name>.py`` ``parent()``.  Halves are
+imported on demand so a command loads only what it needs, and a process
+only its own half.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def find(name: str, privileged: bool) -> Half | None:
     entry = _COMMANDS.get(name)
     if entry is None or (privileged and not entry[1]):
         return None
-    module = _import(f"{__package__}.{entry[0]}")
+    side = "privileged" if privileged else "unprivileged"
+    module = _import(f"{__package__}.{side}.{entry[0]}")
     half: Half = getattr(module, "parent" if privileged else "child")
     return half
 
@@ -62,6 +66,6 @@ def prepare_parent(name: str) -> None:
     entry = _COMMANDS.get(name)
     if entry is None or not entry[1]:
         return
-    _import(f"{__package__}.{entry[0]}")
+    _import(f"{__package__}.privileged.{entry[0]}")
     for module in _PARENT_IMPORTS.get(name, ()):
         _import(module)

@@ -1,5 +1,5 @@
 """Device containment: the resource owner's DevicePolicy/DeviceAllow
-(options.py) resolved to BPF rules (bpf.py), as upstream's
+(options.py) resolved to BPF rules (privileged/contain/bpf.py), as upstream's
 src/imp/exec/device.c and RFC 15 "Device Containment" describe.
 
 ``closed`` (and ``auto`` with entries) starts from systemd's baseline of
@@ -22,11 +22,25 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from dataclasses import dataclass
 
 from ..sign.kv import KV
-from .bpf import Rule
 from .log import log
 from .options import POLICIES, DevicePolicy, OptionsError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Allow ``access`` (a subset of "rwm") to device ``kind`` major:minor."""
+
+    kind: str  # "c" or "b"
+    major: int
+    minor: int | None  # None: any minor
+    access: str
+
+    def text(self) -> str:
+        minor = "*" if self.minor is None else self.minor
+        return f"{self.kind} {self.major}:{minor} {self.access}"
 
 MAX_ENTRIES = 512  # upstream DEVICE_ALLOW_MAX_ENTRIES
 _MAJOR_MAX, _MINOR_MAX = (1 << 12) - 1, (1 << 20) - 1  # the kernel's dev_t

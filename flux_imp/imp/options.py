@@ -39,7 +39,7 @@ TYPE_CHECKING = False  # mypy reads this as true
 if TYPE_CHECKING:
     from typing import Dict, Optional
 
-    from .jsonin import Absent, Json
+    from .unprivileged.jsonin import Absent, Json
 
 POLICIES = ("auto", "closed", "strict")
 _LIMIT = "limit."  # limit.<Name> = decimal value or "infinity"
@@ -92,7 +92,9 @@ NO_CONTAINMENT = DevicePolicy("auto", ())
 
 def from_options(options: Json | Absent) -> DevicePolicy:
     """The device policy that ``options`` asks for; OptionsError(EINVAL)."""
-    from .jsonin import ABSENT  # here: only the child parses JSON, the parent never loads it
+    from .unprivileged.jsonin import (
+        ABSENT,  # here: only the child parses JSON, the parent never loads it
+    )
 
     if options is ABSENT:
         return NO_CONTAINMENT

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from .cgroup import CgroupInfo
-    from .jobcgroup import JobCgroup
+    from .privileged.contain.cgroup import JobCgroup
     from .state import Imp
 else:
     # _signal is what signal wraps: the same functions and numbers, without

@@ -13,15 +13,16 @@ from __future__ import annotations
 import pwd
 from typing import TYPE_CHECKING, Any
 
-from .. import conf as cf
-from . import audit, jobcgroup
-from .jobcgroup import JobCgroup
-from .log import die, log
-from .options import Limits
-from .state import Imp
+from .... import conf as cf
+from ... import audit
+from ...log import die, log
+from ...options import Limits
+from ...state import Imp
+from . import cgroup as jobcgroup
+from .cgroup import JobCgroup
 
 if TYPE_CHECKING:  # devices (and bpf) load only when containment asks for them
-    from .devices import DeviceRules
+    from ...devices import DeviceRules
 
 
 class Containment:

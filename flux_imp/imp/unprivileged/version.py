@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import __version__
+from ... import __version__
 
 TYPE_CHECKING = False  # annotations only (mypy reads this as true)
 if TYPE_CHECKING:
-    from ..sign.kv import KV
-    from .state import Imp
+    from ...sign.kv import KV
+    from ..state import Imp
 
 
 def pam_available() -> bool:

@@ -24,11 +24,11 @@ import re
 import signal
 import time
 
-from .log import die, log
+from ...log import die, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .options import Limits
+    from ...options import Limits
 
 # ARG becomes a directory name: one safe path component, never "." or "..".
 _ARG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,199}")

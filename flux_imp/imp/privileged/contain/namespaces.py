@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 
-from .log import die
+from ...log import die
 
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_REC, _MS_SLAVE = 0x2, 0x4, 0x4000, 0x80000

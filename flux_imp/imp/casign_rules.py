@@ -15,26 +15,24 @@ that signs (with the cert's public key and new uuid).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 from collections.abc import Iterator
 
-from ..sign import b64
 from ..sign.ca import CA, CAError
 from ..sign.cert import Cert, CertError
-from ..sign.kv import KV
 from . import audit
-from .log import die, log
+from .log import die
 from .state import Imp
 
-_KV_PREFIX = "cert"  # upstream's privsep keys: "certmeta.<k>", "certcurve.public-key"
+KV_PREFIX = "cert"  # upstream's privsep keys: "certmeta.<k>", "certcurve.public-key"
 # Not upstream (10 MiB): the most of stdin read.  A cert is under 1 KiB, and
 # every local user may make the privileged half decode and sign what is sent.
 MAX_INPUT = 1024 * 1024
 
+
 @contextlib.contextmanager
-def _step(name: str) -> Iterator[None]:
+def step(name: str) -> Iterator[None]:
     """Turn a failure of one step into upstream's ``casign: <name>: <error>``."""
     try:
         yield
@@ -42,15 +40,15 @@ def _step(name: str) -> Iterator[None]:
         die(f"casign: {name}: {exc.text}")
 
 
-def _sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
+def sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
     table = imp.conf.section("ca")
     if table is None:
         die("casign: no [ca] configuration")
-    with _step("ca_create"):
+    with step("ca_create"):
         ca = CA(table)
-    with _step("ca_load"):
+    with step("ca_load"):
         ca.load(secret=True)
-    with _step("ca_sign"):
+    with step("ca_sign"):
         ca.sign(cert, 0, os.getuid())  # ttl 0: the CA's max-cert-ttl
     # Recorded before anything is written: with audit-required, a record
     # that cannot be kept stops the cert from reaching the caller.
@@ -61,42 +59,3 @@ def _sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
         sys.stdout.buffer.flush()
     except OSError as exc:
         die(f"casign: write stdout: {exc.strerror}")
-
-
-def _read_cert() -> Cert:
-    """The public cert on stdin (the launcher made sure fd 0 is open)."""
-    with _step("decode cert"):
-        try:
-            data = sys.stdin.buffer.read(MAX_INPUT + 1)
-        except OSError as exc:
-            raise CertError(exc.errno or errno.EIO) from exc
-        if len(data) > MAX_INPUT:
-            die(f"casign: decode cert: input too large (more than {MAX_INPUT} bytes)")
-        return Cert.loads(data)
-
-
-def child(imp: Imp, kv: KV) -> None:
-    trail = audit.Trail("casign", "unprivileged")
-    with trail.refusals():
-        cert = _read_cert()
-        trail.note(public_key=b64.encode(cert.public_key))
-        if imp.ps is not None:
-            kv.join(cert.to_kv(), _KV_PREFIX)
-            imp.ps.send(kv, "casign")
-            return  # the parent decides and audits
-        # As upstream, for tests: it signs only if the caller can read the CA key.
-        log.warn("casign: imp is not installed setuid, proceeding anyway...")
-        _sign_and_print(imp, cert, trail)
-
-
-def parent(imp: Imp, kv: KV) -> None:
-    trail = audit.Trail("casign", "privileged")
-    with trail.refusals():
-        # Upstream does not wait; we reap the child before touching the CA key.
-        if imp.ps is None:
-            die("casign: unprivileged process exited abnormally")
-        imp.ps.require_child_ok("casign")
-        with _step("decode cert"):
-            cert = Cert.from_kv(kv.split(_KV_PREFIX))
-        trail.note(public_key=b64.encode(cert.public_key))
-        _sign_and_print(imp, cert, trail)

@@ -20,7 +20,8 @@ import errno
 import os
 import struct
 import sys
-from dataclasses import dataclass
+
+from ...devices import Rule
 
 # Device types and access bits of struct bpf_cgroup_dev_ctx (linux/bpf.h).
 DEV_BLOCK, DEV_CHAR = 1, 2
@@ -40,20 +41,6 @@ _PROG_TYPE_CGROUP_DEVICE, _ATTACH_CGROUP_DEVICE = 15, 6
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 _LICENSE = b"GPL\0"  # the verifier wants a license; no GPL-only helper is used
 _LOG_SIZE = 1 << 16
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Allow ``access`` (a subset of "rwm") to device ``kind`` major:minor."""
-
-    kind: str  # "c" or "b"
-    major: int
-    minor: int | None  # None: any minor
-    access: str
-
-    def text(self) -> str:
-        minor = "*" if self.minor is None else self.minor
-        return f"{self.kind} {self.major}:{minor} {self.access}"
 
 
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:

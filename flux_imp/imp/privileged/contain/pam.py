@@ -16,7 +16,7 @@ import ctypes
 import os
 from typing import Any
 
-from .log import die, log
+from ...log import die, log
 
 SERVICE = b"flux"
 _SUCCESS, _CONV_ERR = 0, 19

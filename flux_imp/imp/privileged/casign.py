@@ -1,0 +1,29 @@
+"""``flux-imp casign``, the privileged half: runs as root.
+
+Only after the child has exited does it decode the cert the child sent
+and load the CA's secret key: the half that parsed the caller's input
+never has the key in its memory.
+"""
+
+from __future__ import annotations
+
+from ...sign import b64
+from ...sign.cert import Cert
+from ...sign.kv import KV
+from .. import audit
+from ..casign_rules import KV_PREFIX, sign_and_print, step
+from ..log import die
+from ..state import Imp
+
+
+def parent(imp: Imp, kv: KV) -> None:
+    trail = audit.Trail("casign", "privileged")
+    with trail.refusals():
+        # Upstream does not wait; we reap the child before touching the CA key.
+        if imp.ps is None:
+            die("casign: unprivileged process exited abnormally")
+        imp.ps.require_child_ok("casign")
+        with step("decode cert"):
+            cert = Cert.from_kv(kv.split(KV_PREFIX))
+        trail.note(public_key=b64.encode(cert.public_key))
+        sign_and_print(imp, cert, trail)
