@@ -40,9 +40,9 @@ _SCHEMA: dict[str, str] = {
     "exec.allow-unprivileged-exec": "bool",
     "exec.pam-support": "bool",
     "exec.keep-loader-env": "bool",
-    "exec.cgroup": "table",  # present: each job gets its own cgroup (jobcgroup.py)
+    "exec.cgroup": "table",  # present: each job gets its own cgroup (privileged/contain/cgroup.py)
     "exec.cgroup.parent": "string",
-    "exec.private-tmp": "table",  # present: private /tmp, /dev/shm (namespaces.py)
+    "exec.private-tmp": "table",  # present: private /tmp, /dev/shm (privileged/contain/namespaces.py)
     "exec.private-tmp.size": "string",
     "run": "table",
     "run.*": "table",

@@ -22,7 +22,7 @@ systemd unit properties that flux-core's exec helper can copy: integers
 * ``CPUQuotaPerSecUSec`` (CPU microseconds per second) -> ``cpu.max``.
 
 Anything else of another type or out of range is EINVAL.  They apply only
-to a job cgroup (``[exec.cgroup]``, jobcgroup.py); without one they are
+to a job cgroup (``[exec.cgroup]``, privileged/contain/cgroup.py); without one they are
 ignored, as upstream ignores every unknown key.
 """
 

@@ -4,7 +4,7 @@ run.c after fork, signals.c, pidinfo.c).
 The parent forks the child, forwards signals to it, turns SIGUSR1 into
 SIGKILL for the whole job (RFC 15), waits for the child and, in cgroup-kill
 mode, for its cgroup to empty, then exits the way the child did.  With a
-job cgroup of its own (jobcgroup.py), that cgroup is what SIGUSR1 kills and
+job cgroup of its own (privileged/contain/cgroup.py), that cgroup is what SIGUSR1 kills and
 what the parent waits for, and ``finish`` runs once it is empty.
 
 Unlike upstream, the child is reaped only after the cgroup wait: until

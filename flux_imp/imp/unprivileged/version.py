@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def pam_available() -> bool:
     """Whether this IMP can open PAM sessions: libpam.so.0 loads."""
     # What pam.load() does (ctypes.CDLL: dlopen, RTLD_NOW added by _ctypes),
-    # without importing ctypes and pam.py: they cost this command 1.5 ms.
+    # without importing ctypes and privileged/contain/pam.py: they cost this command 1.5 ms.
     import _ctypes
 
     try:
