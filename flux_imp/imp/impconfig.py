@@ -42,7 +42,7 @@ _SCHEMA: dict[str, str] = {
     "exec.keep-loader-env": "bool",
     "exec.cgroup": "table",  # present: each job gets its own cgroup (privileged/contain/cgroup.py)
     "exec.cgroup.parent": "string",
-    "exec.private-tmp": "table",  # present: private /tmp, /dev/shm (privileged/contain/namespaces.py)
+    "exec.private-tmp": "table",  # present: private /tmp (privileged/contain/namespaces.py)
     "exec.private-tmp.size": "string",
     "run": "table",
     "run.*": "table",
