@@ -1,9 +1,12 @@
 """``flux-imp run NAME``, the privileged half: runs as root.
 
-Looks the command up again, checks its path as root and the caller
-against ``allowed-users``, filters the variables again, takes PID 1's
-resource limits and nice value (not the caller's) and runs the command,
-staying behind to forward signals to its process group.
+Two steps: run_rules.judge() decides, with no side effect, from the
+child's request, the config and the caller (command looked up again, its
+path checked as root, the caller against ``allowed-users``, the variables
+filtered again, PID 1's limits read); carry_out() then does what the plan
+says: takes PID 1's resource limits and nice value (not the caller's) and
+runs the command as root, staying behind to forward signals to its
+process group.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import os
 from ...sign.kv import KV
 from .. import audit
 from ..log import die
-from ..run_rules import authorize, lookup, run
+from ..run_rules import RunPlan, RunRequest, caller_of, judge, run
 from ..state import Imp
+from ..verdict import Refusal
 
-_RLIM_NLIMITS = 16  # Linux's resource limits, RLIMIT_CPU (0) to RLIMIT_RTTIME (15)
+TYPE_CHECKING = False  # annotations only: typing costs start-up time
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def parent(imp: Imp, kv: KV) -> None:
@@ -25,48 +31,28 @@ def parent(imp: Imp, kv: KV) -> None:
         if imp.ps is None:
             die("run: unprivileged process exited abnormally")
         imp.ps.require_child_ok("run")
-        name = kv.get_str("command")
-        if not name:
-            die("run: command required")
-        trail.note(command=name)
-        table, path = lookup(imp, name)
-        trail.note(path=path)
-        env = authorize(imp, table, kv, trail)
+        plan = judge(RunRequest.from_kv(kv), imp.conf, caller_of(imp), trail)
+        if isinstance(plan, Refusal):
+            plan.raise_()
+    carry_out(imp, plan, trail)
+
+
+def carry_out(imp: Imp, plan: RunPlan, trail: audit.Trail) -> NoReturn:
+    """Take the plan's limits, record the decision, run the command."""
+    with trail.refusals():
         # Ours now, so the command's: none of the caller's limits.
-        trail.note(limits_capped=_take_pid1_limits() or None)
+        trail.note(limits_capped=_take_limits(plan) or None)
         trail.decide("allowed")
-    run(imp, path, env)
+    run(imp, plan)
 
 
-def _pid1_limits() -> list[tuple[str, int, int]]:
-    """PID 1's resource limits, ``(name, soft, hard)`` by RLIMIT_ number."""
-    import resource
-
-    def value(text: str) -> int:
-        return resource.RLIM_INFINITY if text == "unlimited" else int(text)
-
-    limits = []
-    try:
-        with open("/proc/1/limits", encoding="ascii") as f:
-            rows = f.read().splitlines()[1:]  # a heading, then one row a limit, in order
-        for row in rows[:_RLIM_NLIMITS]:
-            # A 25-column name, then soft, hard and (maybe) units.
-            soft, hard = row[25:].split()[:2]
-            limits.append((row[:25].rstrip(), value(soft), value(hard)))
-    except (OSError, ValueError):
-        die("run: failed to read PID 1's resource limits")
-    if len(limits) != _RLIM_NLIMITS:
-        die("run: failed to read PID 1's resource limits")
-    return limits
-
-
-def _take_pid1_limits() -> list[str]:
-    """Give ourselves, hence root's command, PID 1's limits and nice value
-    instead of the caller's; the names of those the kernel kept lower."""
+def _take_limits(plan: RunPlan) -> list[str]:
+    """Give ourselves, hence the command, the plan's limits and nice value;
+    the names of those the kernel kept lower."""
     import resource
 
     infinity, capped = resource.RLIM_INFINITY, []
-    for number, (name, soft, hard) in enumerate(_pid1_limits()):
+    for number, (name, soft, hard) in enumerate(plan.limits or ()):
         try:
             try:
                 resource.prlimit(0, number, (soft, hard))
@@ -81,8 +67,10 @@ def _take_pid1_limits() -> list[str]:
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             die(f"run: failed to set {name}: {reason}")
+    if plan.nice is None:
+        return capped
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 1))
+        os.setpriority(os.PRIO_PROCESS, 0, plan.nice)
     except PermissionError:  # a lower nice value needs CAP_SYS_NICE
         capped.append("nice value")
     except OSError as exc:

@@ -2,17 +2,20 @@
 
 Names the command, checks its path as the caller and offers the parent
 the caller's variables that ``allowed-environment`` lets through.  Not
-setuid (a test set-up), it does all of it and runs the command as the
-caller.
+setuid (a test set-up), it judges the request itself, as the parent would
+(run_rules.judge()), and runs the command as the caller.
 """
 
 from __future__ import annotations
 
+import os
+
 from ...sign.kv import KV
 from .. import audit
 from ..log import die
-from ..run_rules import authorize, lookup, put_caller_env, run
+from ..run_rules import RunRequest, caller_of, judge, lookup, put_caller_env, run
 from ..state import Imp
+from ..verdict import Refusal
 
 
 def child(imp: Imp, kv: KV) -> None:
@@ -22,13 +25,17 @@ def child(imp: Imp, kv: KV) -> None:
         if not name:
             die("run: nothing to run")
         trail.note(command=name)
-        table, path = lookup(imp, name)
+        table, path = lookup(imp.conf, name)
         trail.note(path=path)
         kv.put_str("command", name)
         put_caller_env(imp, table, kv)
         if imp.ps is not None:
             imp.ps.send(kv, "run")
             return  # the parent decides and audits
-        env = authorize(imp, table, kv, trail)  # not setuid: the parent's checks here
+        # Not setuid: the parent's judgement here, for the IMP's own (the caller's) uid.
+        plan = judge(RunRequest.from_kv(kv), imp.conf, caller_of(imp), trail,
+                     target_uid=os.geteuid())
+        if isinstance(plan, Refusal):
+            plan.raise_()
         trail.decide("allowed")
-    run(imp, path, env)
+    run(imp, plan)
