@@ -1,8 +1,10 @@
 """``flux-imp casign``, the privileged half: runs as root.
 
-Only after the child has exited does it decode the cert the child sent
-and load the CA's secret key: the half that parsed the caller's input
-never has the key in its memory.
+Only after the child has exited does it decode the cert the child sent;
+then the judgement (casign_rules.judge: [ca] and the CA's public cert)
+and its effects (casign_rules.carry_out: only they load the CA's secret
+key).  The half that parsed the caller's input never has the key in its
+memory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from ..log import die
 from ..state import Imp
 
 
+def decode(kv: KV) -> Cert:
+    """The cert the child sent (upstream's ``casign: decode cert`` refusal)."""
+    with step("decode cert"):
+        return Cert.from_kv(kv.split(KV_PREFIX))
+
+
 def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("casign", "privileged")
     with trail.refusals():
@@ -23,7 +31,6 @@ def parent(imp: Imp, kv: KV) -> None:
         if imp.ps is None:
             die("casign: unprivileged process exited abnormally")
         imp.ps.require_child_ok("casign")
-        with step("decode cert"):
-            cert = Cert.from_kv(kv.split(KV_PREFIX))
+        cert = decode(kv)
         trail.note(public_key=b64.encode(cert.public_key))
-        sign_and_print(imp, cert, trail)
+        sign_and_print(imp, cert, trail)  # judge, then carry out
