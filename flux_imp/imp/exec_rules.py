@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from ..sign import Context
     from .devices import DeviceRules
+    from .impconfig import ImpConfig
     from .options import Limits
     from .state import Imp
 
@@ -55,8 +56,8 @@ def note_token(trail: audit.Trail, token: str) -> None:
     trail.note(J_sha256=audit.sha256_hex(raw))
 
 
-def exec_conf(imp: Imp, key: str) -> Any:
-    return cf.get_in(imp.conf.section("exec"), key)
+def exec_conf(conf: ImpConfig, key: str) -> Any:
+    return cf.get_in(conf.section("exec"), key)
 
 
 def security_context(imp: Imp) -> Context:
@@ -66,18 +67,18 @@ def security_context(imp: Imp) -> Context:
         die(f"exec: Error loading security context: {exc.text}")
 
 
-def check_caller(imp: Imp, trail: audit.Trail) -> None:
-    """The real user must exist and be in exec.allowed-users."""
-    name = imp.real_user_name()
+def check_caller(conf: ImpConfig, name: str | None, trail: audit.Trail) -> None:
+    """The real user (``name``, None: no passwd entry) must exist and be in
+    exec.allowed-users."""
     if name is None:
         die("exec: failed to find IMP user")
     trail.note(caller=name)
-    if not cf.array_contains(exec_conf(imp, "allowed-users"), name):
+    if not cf.array_contains(exec_conf(conf, "allowed-users"), name):
         die(f"exec: user {name} not in allowed-users list")
 
 
-def shell_allowed(imp: Imp, shell: str) -> bool:
-    return cf.array_contains(exec_conf(imp, "allowed-shells"), shell)
+def shell_allowed(conf: ImpConfig, shell: str) -> bool:
+    return cf.array_contains(exec_conf(conf, "allowed-shells"), shell)
 
 
 def _c_int(value: int) -> int:

@@ -37,13 +37,13 @@ def child(imp: Imp, kv: KV) -> None:
     with trail.refusals():
         request = _child_request(imp, trail)
         if imp.setuid:
-            if not shell_allowed(imp, request.shell):
+            if not shell_allowed(imp.conf, request.shell):
                 die("exec: shell not in allowed-shells")
             _put_request(request, kv)
             assert imp.ps is not None
             imp.ps.send(kv, "exec")
             return  # the parent decides and audits
-        if not cf.as_bool(exec_conf(imp, "allow-unprivileged-exec")):
+        if not cf.as_bool(exec_conf(imp.conf, "allow-unprivileged-exec")):
             die("exec: IMP not installed setuid, operation disabled.")
         log.warn("Running without privilege, userid switching not available")
         trail.decide("allowed")
@@ -55,7 +55,7 @@ def _child_request(imp: Imp, trail: audit.Trail) -> Request:
     from . import jsonin  # the child's alone: the privileged parent never loads it
 
     ctx = security_context(imp)
-    check_caller(imp, trail)
+    check_caller(imp.conf, imp.real_user_name(), trail)
     command = imp.env.get("FLUX_IMP_EXEC_HELPER")
     proc = None
     if command is not None:
