@@ -122,13 +122,15 @@ class CasignPlan:
 
 
 def caller_of(imp: Imp) -> Caller:
+    """Who runs casign (its passwd lookup is casign's only one: name is unused)."""
     return Caller(os.getuid(), os.getgid(), imp.real_user_name(), imp.umask)
 
 
 def _load_public(ca: CA) -> None:
     """CA.load(secret=True) but for reading the secret key: its path checks
     (root: both files, .pub first) then the public cert, so a refusal here
-    is the one signing would give first."""
+    is the one signing would give first.  The loop mirrors CA.load's (it
+    belongs in sign/ca.py, as a CA method both would call)."""
     path = ca.cert_path
     if os.geteuid() == 0:
         from ..conf.pathcheck import PathError, path_is_secure
