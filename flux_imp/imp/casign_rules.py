@@ -121,10 +121,6 @@ class CasignPlan:
         }
 
 
-def caller_of(imp: Imp) -> Caller:
-    """Who runs casign (its passwd lookup is casign's only one: name is unused)."""
-    return Caller(os.getuid(), os.getgid(), imp.real_user_name(), imp.umask)
-
 
 def _load_public(ca: CA) -> None:
     """CA.load(secret=True) but for reading the secret key: its path checks
@@ -198,7 +194,7 @@ def carry_out(plan: CasignPlan, trail: audit.Trail) -> None:
 
 def sign_and_print(imp: Imp, cert: Cert, trail: audit.Trail) -> None:
     """Judge, then carry out (the half that signs: see the module docstring)."""
-    verdict = judge(cert, imp.conf, caller_of(imp))
+    verdict = judge(cert, imp.conf, imp.caller())
     if isinstance(verdict, Refusal):
         verdict.raise_()
     carry_out(verdict, trail)

@@ -285,10 +285,6 @@ def _pid1_nice() -> int:
         die(f"run: failed to set nice value: {exc.strerror}")
 
 
-def caller_of(imp: Imp) -> Caller:
-    """Who ran the IMP, as judge() takes it."""
-    return Caller(os.getuid(), os.getgid(), imp.real_user_name(), imp.umask)
-
 
 def run(imp: Imp, plan: RunPlan) -> NoReturn:
     """Start the command as ``plan`` says and linger as its parent."""

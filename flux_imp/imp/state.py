@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from .environ import CallerEnv
     from .impconfig import ImpConfig
     from .privsep import Privsep
+    from .verdict import Caller
 
 
 class Imp:
@@ -58,6 +59,13 @@ class Imp:
             in_callers_cwd(pattern, self.cwd, lambda: ctx.configure(pattern))
             self._sign_ctx = ctx
         return self._sign_ctx
+
+    def caller(self) -> Caller:
+        """Who ran the IMP, as the judgements take it: the real ids (as sudo
+        support may have set them), the name (None: no passwd entry), umask."""
+        from .verdict import Caller
+
+        return Caller(os.getuid(), os.getgid(), self.real_user_name(), self.umask)
 
     def real_user_name(self) -> str | None:
         try:

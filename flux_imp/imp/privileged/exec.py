@@ -192,10 +192,6 @@ def _groups(user: pwd.struct_passwd) -> list[int] | None:
         return None
 
 
-def caller_of(imp: Imp) -> Caller:
-    """Who ran this IMP (its real ids, as sudo support may have set them)."""
-    return Caller(os.getuid(), os.getgid(), imp.real_user_name(), imp.umask)
-
 
 # ------------------------------------------------------------- the effects
 
@@ -204,7 +200,7 @@ def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("exec", "privileged")
     with trail.refusals():
         ctx = security_context(imp)  # loaded here, as root, never the child's
-        plan = judge(kv, imp.conf, ctx, caller_of(imp), imp.env, imp.cgroup, trail)
+        plan = judge(kv, imp.conf, ctx, imp.caller(), imp.env, imp.cgroup, trail)
         if isinstance(plan, Refusal):
             plan.raise_()
     carry_out(plan, imp, trail)

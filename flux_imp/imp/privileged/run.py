@@ -16,7 +16,7 @@ import os
 from ...sign.kv import KV
 from .. import audit
 from ..log import die
-from ..run_rules import RunPlan, RunRequest, caller_of, judge, run
+from ..run_rules import RunPlan, RunRequest, judge, run
 from ..state import Imp
 from ..verdict import Refusal
 
@@ -31,7 +31,7 @@ def parent(imp: Imp, kv: KV) -> None:
         if imp.ps is None:
             die("run: unprivileged process exited abnormally")
         imp.ps.require_child_ok("run")
-        plan = judge(RunRequest.from_kv(kv), imp.conf, caller_of(imp), trail)
+        plan = judge(RunRequest.from_kv(kv), imp.conf, imp.caller(), trail)
         if isinstance(plan, Refusal):
             plan.raise_()
     carry_out(imp, plan, trail)

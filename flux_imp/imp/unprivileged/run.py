@@ -13,7 +13,7 @@ import os
 from ...sign.kv import KV
 from .. import audit
 from ..log import die
-from ..run_rules import RunRequest, caller_of, judge, lookup, put_caller_env, run
+from ..run_rules import RunRequest, judge, lookup, put_caller_env, run
 from ..state import Imp
 from ..verdict import Refusal
 
@@ -33,7 +33,7 @@ def child(imp: Imp, kv: KV) -> None:
             imp.ps.send(kv, "run")
             return  # the parent decides and audits
         # Not setuid: the parent's judgement here, for the IMP's own (the caller's) uid.
-        plan = judge(RunRequest.from_kv(kv), imp.conf, caller_of(imp), trail,
+        plan = judge(RunRequest.from_kv(kv), imp.conf, imp.caller(), trail,
                      target_uid=os.geteuid())
         if isinstance(plan, Refusal):
             plan.raise_()
