@@ -23,8 +23,10 @@ __version__ = "0.15.0"
 # The setuid entry point, in C: runs before any of the modules below.
 PRIVILEGED_SOURCES = ("packaging/launcher/flux-imp.c",)
 # Never run as root: the child's folder, what only a user runs, and a
-# module that only type checkers read (mech: the mechanisms' Protocol).
-_UNPRIVILEGED = ("flux_imp.imp.unprivileged", "flux_imp.sign.cli", "flux_imp.sign.mech")
+# module that only type checkers read (mech: the mechanisms' Protocol), and
+# the flux-security admin tool (the IMP never imports it).
+_UNPRIVILEGED = ("flux_imp.imp.unprivileged", "flux_imp.sign.cli", "flux_imp.sign.mech",
+                 "flux_imp.admin")
 
 
 def _modules() -> list[str]:
