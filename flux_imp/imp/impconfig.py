@@ -76,20 +76,25 @@ def _schema_key(path: list[str]) -> str:
     return ".".join(path)
 
 
-def _lint(table: dict[str, Any], path: list[str]) -> None:
+def lint(table: dict[str, Any], path: list[str] | None = None) -> list[tuple[str, str]]:
+    """Every unknown or wrongly typed key of ``table``: (dotted key, the
+    IMP's warning), in the order the IMP warns (flux-security config too)."""
+    found: list[tuple[str, str]] = []
     for key, value in table.items():
-        here = [*path, key]
+        here = [*(path or []), key]
+        dotted = ".".join(here)
         name = _schema_key(here)
         want = _SCHEMA.get(name)
         if want is None:
-            log.warn(f"config: unknown key '{'.'.join(here)}' ignored")
+            found.append((dotted, f"config: unknown key '{dotted}' ignored"))
             continue
         if cf.typeof(value) != want:
-            log.warn(f"config: '{'.'.join(here)}' should be of type {want}, "
-                     "read as false/empty")
+            found.append((dotted, f"config: '{dotted}' should be of type {want}, "
+                          "read as false/empty"))
             continue
         if want == "table" and name not in ("ca", "sign"):
-            _lint(value, here)
+            found.extend(lint(value, here))
+    return found
 
 
 def in_callers_cwd(pattern: str | None, cwd: str, load: Callable[[], T]) -> T:
@@ -147,5 +152,6 @@ def load(env: CallerEnv, test_build: bool, cwd: str = "",
     if count == 0:
         log.warn(f"{pattern}: No config file(s) found")
         die("Failed to load configuration")
-    _lint({k: v for k, v in table.items() if k not in base}, [])
+    for _key, warning in lint({k: v for k, v in table.items() if k not in base}):
+        log.warn(warning)
     return ImpConfig(table, security_pattern, security_flags)
