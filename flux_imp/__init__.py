@@ -24,9 +24,10 @@ __version__ = "0.15.0"
 PRIVILEGED_SOURCES = ("packaging/launcher/flux-imp.c",)
 # Never run as root: the child's folder, what only a user runs, and a
 # module that only type checkers read (mech: the mechanisms' Protocol), and
-# the flux-security admin tool (the IMP never imports it).
+# what the IMP never imports: the flux-security admin tool and flux-core's
+# SecurityContext API (sign.security).
 _UNPRIVILEGED = ("flux_imp.imp.unprivileged", "flux_imp.sign.cli", "flux_imp.sign.mech",
-                 "flux_imp.admin")
+                 "flux_imp.sign.security", "flux_imp.admin")
 
 
 def _modules() -> list[str]:

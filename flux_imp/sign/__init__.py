@@ -19,6 +19,7 @@ TYPE_CHECKING = False  # mypy reads this as true
 if TYPE_CHECKING:
     from .context import Context
     from .errors import SignError
+    from .security import SecurityContext
     from .token import NOVERIFY, Unwrapped, unwrap, unwrap_anymech, wrap, wrap_as
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "FORCE_PATH_PARANOIA",
     "NOVERIFY",
     "Context",
+    "SecurityContext",
     "SignError",
     "Unwrapped",
     "unwrap",
@@ -37,6 +39,7 @@ __all__ = [
 # name -> the submodule that defines it
 _LAZY = {
     "Context": "context",
+    "SecurityContext": "security",  # flux-core's flux.security API
     "SignError": "errors",
     "NOVERIFY": "token",
     "Unwrapped": "token",
