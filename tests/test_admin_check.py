@@ -22,8 +22,10 @@ from click.testing import CliRunner
 
 from flux_imp.admin.check import check, run_checks
 from flux_imp.admin.cli import main
+from flux_imp.sign.ca import CA
 
 from . import sitepkg, users
+from .signconf import ca_table
 
 SITE = Path("/usr/lib/python3/dist-packages")
 IMP_CONF = """\
@@ -256,3 +258,53 @@ def test_audit_required_without_syslog_fails(installed: Installed,
     _imp_file(planted, "audit-required = true\n")
     assert _failures() == ["FAIL audit: /dev/log: No such file or directory: with "
                            "audit-required, the IMP refuses every command"]
+
+
+def _ca(planted: list[Path], root: Path, ttl: int) -> Path:
+    """A CA cert made by the CA library, valid ``ttl`` seconds, in [ca]."""
+    table = ca_table(root, **{"max-cert-ttl": 2 * 365 * 86400})
+    ca = CA(table)
+    ca.keygen(ttl=ttl)
+    ca.store()
+    (root / "revoke.d").mkdir(mode=0o755)
+    _imp_file(planted, "[ca]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()))
+    return root
+
+
+@pytest.fixture
+def ca_root() -> Iterator[Path]:
+    with users.world_dir("fluximp-check-ca-") as root:
+        yield root
+
+
+def test_a_valid_ca_is_ok(installed: Installed, planted: list[Path], ca_root: Path) -> None:
+    _ca(planted, ca_root, 365 * 86400)
+    lines = _lines()
+    assert any(line.startswith(f"OK ca (imp-config): {ca_root}/ca.pub valid until ")
+               for line in lines), lines
+    assert f"OK ca (imp-config): revoke-dir {ca_root}/revoke.d: a root-only directory" in lines
+    assert not [line for line in lines if line.startswith("FAIL ")]
+
+
+def test_a_ca_near_expiry_warns(installed: Installed, planted: list[Path],
+                                ca_root: Path) -> None:
+    _ca(planted, ca_root, 86400)
+    assert any(line.startswith(f"WARN ca (imp-config): {ca_root}/ca.pub expires on ")
+               for line in _lines())
+
+
+def test_a_world_writable_revoke_dir_fails(installed: Installed, planted: list[Path],
+                                           ca_root: Path) -> None:
+    _ca(planted, ca_root, 365 * 86400)
+    (ca_root / "revoke.d").chmod(0o777)
+    assert _failures() == [f"FAIL ca (imp-config): revoke-dir: {ca_root}/revoke.d: "
+                           "not owned by root, or writable by group or others"]
+
+
+def test_an_unreadable_ca_cert_fails(installed: Installed, planted: list[Path],
+                                     ca_root: Path) -> None:
+    _ca(planted, ca_root, 365 * 86400)
+    (ca_root / "ca.pub").unlink()
+    failures = _failures()
+    assert len(failures) == 1 and failures[0].startswith(
+        f"FAIL ca (imp-config): {ca_root}/ca: "), failures
