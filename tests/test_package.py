@@ -201,6 +201,16 @@ def test_whoami(site: Site) -> None:
         in result.stdout.decode()
 
 
+def test_flux_security_is_where_flux_finds_subcommands(site: Site) -> None:
+    """flux(1) runs $libexecdir/flux/cmd/flux-NAME for "flux NAME"."""
+    for path in ("/usr/bin/flux-security", "/usr/libexec/flux/cmd/flux-security"):
+        result = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        assert (result.returncode, result.stdout) == (0, f"flux-security {__version__}\n")
+    assert os.path.realpath("/usr/libexec/flux/cmd/flux-security") == "/usr/bin/flux-security"
+    assert Path("/usr/share/man/man8/flux-security.8.gz").is_file()
+
+
 def test_flux_sign_version(site: Site) -> None:
     result = subprocess.run([sitepkg.FLUX_SIGN, "--version"], capture_output=True, text=True,
                             check=False)  # fmt: skip

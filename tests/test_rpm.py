@@ -137,6 +137,15 @@ def test_flux_sign(built: Built) -> None:
     assert (e.mode, e.owner, e.group) == ("-rwxr-xr-x", "root", "root")
 
 
+def test_flux_security_and_its_flux_subcommand_link(built: Built) -> None:
+    e = built.files.get("/usr/bin/flux-security")
+    assert e is not None, "no /usr/bin/flux-security"
+    assert (e.mode, e.owner, e.group) == ("-rwxr-xr-x", "root", "root")
+    link = built.files.get("/usr/libexec/flux/cmd/flux-security")
+    assert link is not None and link.mode.startswith("l"), link
+    assert any(p.startswith("/usr/share/man/man8/flux-security.8") for p in built.files)
+
+
 def test_modules_and_byte_code(built: Built) -> None:
     modules = _source_modules()
     assert modules, "no flux_imp sources found"
