@@ -35,20 +35,28 @@ if TYPE_CHECKING:
 def child(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("exec", "unprivileged")
     with trail.refusals():
-        request = _child_request(imp, trail)
         if imp.setuid:
-            if not shell_allowed(imp.conf, request.shell):
-                die("exec: shell not in allowed-shells")
-            _put_request(request, kv)
+            put_message(imp, kv, trail)
             assert imp.ps is not None
             imp.ps.send(kv, "exec")
             return  # the parent decides and audits
+        request = _child_request(imp, trail)
         if not cf.as_bool(exec_conf(imp.conf, "allow-unprivileged-exec")):
             die("exec: IMP not installed setuid, operation disabled.")
         log.warn("Running without privilege, userid switching not available")
         trail.decide("allowed")
     os.umask(imp.umask)
     exec_shell(request.shell, request.argv, imp.env.entries)
+
+
+def put_message(imp: Imp, kv: KV, trail: audit.Trail) -> None:
+    """The setuid child's checks, then its message to the parent in ``kv``
+    (dies with the IMP's message).  Facts go to ``trail``, nothing is
+    recorded: the admin dry run calls this too, then the parent's judge()."""
+    request = _child_request(imp, trail)
+    if not shell_allowed(imp.conf, request.shell):
+        die("exec: shell not in allowed-shells")
+    _put_request(request, kv)
 
 
 def _child_request(imp: Imp, trail: audit.Trail) -> Request:

@@ -21,14 +21,7 @@ from ..verdict import Refusal
 def child(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("run", "unprivileged")
     with trail.refusals():
-        name = imp.argv[2] if len(imp.argv) > 2 else ""
-        if not name:
-            die("run: nothing to run")
-        trail.note(command=name)
-        table, path = lookup(imp.conf, name)
-        trail.note(path=path)
-        kv.put_str("command", name)
-        put_caller_env(imp, table, kv)
+        put_message(imp, kv, trail)
         if imp.ps is not None:
             imp.ps.send(kv, "run")
             return  # the parent decides and audits
@@ -39,3 +32,17 @@ def child(imp: Imp, kv: KV) -> None:
             plan.raise_()
         trail.decide("allowed")
     run(imp, plan)
+
+
+def put_message(imp: Imp, kv: KV, trail: audit.Trail) -> None:
+    """The child's checks, then its request in ``kv`` (dies with the IMP's
+    message).  Facts go to ``trail``, nothing is recorded: the admin dry
+    run calls this too, then run_rules.judge()."""
+    name = imp.argv[2] if len(imp.argv) > 2 else ""
+    if not name:
+        die("run: nothing to run")
+    trail.note(command=name)
+    table, path = lookup(imp.conf, name)
+    trail.note(path=path)
+    kv.put_str("command", name)
+    put_caller_env(imp, table, kv)
