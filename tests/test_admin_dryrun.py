@@ -78,18 +78,23 @@ def site(imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_pas
             binary.unlink()
 
 
-def real(site: Site, command: str, args: list[str], stdin: bytes,
-         env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    return impenv.run(site.binary, [command, *args], as_user=users.become(site.owner),
-                      env=env, stdin=stdin)
+def real(site: Site, command: str, args: list[str], stdin: bytes, env: dict[str, str],
+         cgroup: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    drop = users.become(site.owner) if cgroup is None else in_cgroup(cgroup, site.owner)
+    return impenv.run(site.binary, [command, *args], as_user=drop, env=env, stdin=stdin)
 
 
 def dry(site: Site, command: str, args: list[str], stdin: bytes, env: dict[str, str],
-        *options: str) -> subprocess.CompletedProcess[bytes]:
+        *options: str, cgroup: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    def enter() -> None:
+        if cgroup is not None:  # where the IMP would run: its cgroup shapes the plan
+            (cgroup / "cgroup.procs").write_text("0")
+
     return subprocess.run(
         [sys.executable, "-c", RUNNER, "dry-run", command, "--owner", site.owner.pw_name,
          "--sysconfdir", str(site.root), *options, "--", *args],
-        input=stdin, capture_output=True, env=env, cwd="/", timeout=60, check=False)
+        input=stdin, capture_output=True, env=env, cwd="/", timeout=60, check=False,
+        preexec_fn=enter)
 
 
 def fatal(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -99,12 +104,12 @@ def fatal(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def agree(site: Site, command: str, args: list[str], stdin: bytes = b"",
-          env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+          env: dict[str, str] | None = None, cgroup: Path | None = None,
           ) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
     """Both ways; the same verdict and message.  The real run and the plan."""
     env = dict(ENV if env is None else env)
-    got = real(site, command, args, stdin, env)
-    judged = dry(site, command, args, stdin, env, "--json", "--show-env", *options)
+    got = real(site, command, args, stdin, env, cgroup)
+    judged = dry(site, command, args, stdin, env, "--json", "--show-env", cgroup=cgroup)
     report = json.loads(judged.stdout)
     if got.returncode == 0:
         assert judged.returncode == 0, (got, judged)
@@ -173,46 +178,43 @@ def test_exec_helper_input(site: Site, world_tmp: Path) -> None:
     assert via_option.returncode == 0, via_option.stderr
 
 
-def test_exec_private_tmp_and_devices(site: Site) -> None:
+def test_exec_private_tmp_and_devices(site: Site, job_cgroup: Path) -> None:
     site.configure(site.exec_table() + '[exec.private-tmp]\nsize = "1M"\n')
     token = sign_as(site.guest, site.sign)
     options = {"DevicePolicy": "closed", "DeviceAllow": [["/dev/null", "rw"]]}
-    got, report = agree(site, "exec", ["/bin/sh", "-c", REPORT], request(token, options))
-    if got.returncode == 0:
-        matches_job(got, report["plan"])
-        contain = report["plan"]["containment"]
-        assert contain["private_tmp"]["size"] == "1M"
+    got, report = agree(site, "exec", ["/bin/sh", "-c", REPORT], request(token, options),
+                        cgroup=job_cgroup)
+    assert got.returncode == 0, got.stderr
+    matches_job(got, report["plan"])
+    contain = report["plan"]["containment"]
+    assert contain["private_tmp"]["size"] == "1M"
+    assert contain["devices"]["policy"] == "closed"
 
 
 def test_exec_pam_support(site: Site) -> None:
     site.configure(site.exec_table(**{"pam-support": "true"}))
     got, report = agree(site, "exec", ["/bin/sh", "-c", REPORT],
                         request(sign_as(site.guest, site.sign)))
-    if got.returncode == 0:
-        assert report["plan"]["containment"]["pam_service"]
+    assert got.returncode == 0, got.stderr
+    assert report["plan"]["containment"]["pam_service"]
 
 
-def test_exec_cgroup_in_a_child_cgroup(site: Site, job_cgroup: Path) -> None:
-    site.configure(site.exec_table() + "[exec.cgroup]\n")
+def test_exec_cgroup_in_a_child_cgroup(site: Site, job_cgroup: Path, world_tmp: Path) -> None:
+    shell = world_tmp / "job-shell"  # as flux-shell: JOBID, then its own arguments
+    shell.write_text('#!/bin/sh\nshift; exec /bin/sh "$@"\n')
+    shell.chmod(0o755)
+    imp = site.exec_table().replace('"/bin/sh"]', f'"/bin/sh", "{shell}"]')
+    site.configure(imp + '[exec.cgroup]\n')
     token = sign_as(site.guest, site.sign)
-    env = dict(ENV)
-    stdin = request(token)
-    args = ["/bin/sh", "-c", REPORT + "; echo; cat /proc/self/cgroup"]
-    got = impenv.run(site.binary, ["exec", *args],
-                     as_user=in_cgroup(job_cgroup, site.owner), env=env, stdin=stdin)
-    judged = subprocess.run(
-        [sys.executable, "-c", RUNNER, "dry-run", "exec", "--owner", site.owner.pw_name,
-         "--sysconfdir", str(site.root), "--json", "--show-env", "--", *args],
-        input=stdin, capture_output=True, env=env, cwd="/", timeout=60, check=False,
-        preexec_fn=lambda: (job_cgroup / "cgroup.procs").write_text("0"))
-    assert (got.returncode == 0) == (judged.returncode == 0), (got, judged)
-    report = json.loads(judged.stdout)
-    if got.returncode != 0:
-        assert fatal(judged) == "flux-security: " + fatal(got).removeprefix("flux-imp: Fatal: ")
-        return
-    ran_in = got.stdout.decode().rsplit("\n", 2)[-2].split("::", 1)[1]
+    args = [str(shell), "f1dry", "-c", REPORT + "; echo; cat /proc/self/cgroup"]
+    got, report = agree(site, "exec", args, request(token), cgroup=job_cgroup)
+    assert got.returncode == 0, got.stderr
+    out, _, cgroups = got.stdout.rpartition(b"\0\n")  # env -0's last NUL, then echo's newline
+    got = subprocess.CompletedProcess(got.args, 0, out + b"\0", b"")
+    matches_job(got, report["plan"])
+    ran_in = cgroups.decode().strip().split("::", 1)[1]
     planned = report["plan"]["containment"]["cgroup"]["path"]
-    assert ran_in == planned or planned.endswith(ran_in), (ran_in, planned)
+    assert planned.endswith(ran_in) and ran_in.endswith("/imp-shell-f1dry"), (ran_in, planned)
 
 
 REFUSALS_EXEC = [
