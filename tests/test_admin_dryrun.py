@@ -10,8 +10,11 @@ and environment are what the job shell really got.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pwd
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,9 +24,12 @@ from typing import Any
 
 import pytest
 
+from flux_imp.sign.ca import CA
+from flux_imp.sign.cert import Cert
+
 from . import impenv, users
 from .jobs import in_cgroup, sign_as
-from .signconf import sign_table
+from .signconf import ca_table, sign_table
 
 TOP = Path(__file__).resolve().parents[1]
 # Not LANG=C: Python would add LC_CTYPE=C.UTF-8 to its own environment (PEP 538).
@@ -48,15 +54,19 @@ class Site:
     def __post_init__(self) -> None:
         self.sign = str(self.root / "flux/security/conf.d/*.toml")
 
-    def configure(self, imp: str | None, mechanisms: tuple[str, ...] = ("munge", "none")) -> None:
+    def configure(self, imp: str | None, mechanisms: tuple[str, ...] = ("munge", "none"),
+                  sign_extra: str = "", max_ttl: int = 30) -> None:
+        """The IMP's config (None: none) and the signing config: ``mechanisms``
+        (the first the default), then ``sign_extra`` ([sign.curve], [ca])."""
         conf = self.root / "flux/imp/conf.d"
         for old in conf.glob("*.toml"):
             old.unlink()
         if imp is not None:
             impenv.write_config(conf, imp)
         impenv.write_config(self.root / "flux/security/conf.d",
-                            sign_table(mechanisms[0], mechanisms)
-                            + f'[sign.munge]\nsocket-path = "{self.munge}"\n', "sign.toml")
+                            sign_table(mechanisms[0], mechanisms, max_ttl)
+                            + f'[sign.munge]\nsocket-path = "{self.munge}"\n' + sign_extra,
+                            "sign.toml")
 
     def exec_table(self, **extra: str) -> str:
         text = (f'[exec]\nallowed-users = ["{self.owner.pw_name}"]\n'
@@ -230,6 +240,7 @@ REFUSALS_EXEC = [
 def test_exec_refusals_agree(site: Site, case: str, world_tmp: Path) -> None:
     imp = site.exec_table()
     mechanisms: tuple[str, ...] = ("munge", "none")
+    site.configure(imp, mechanisms)  # J is signed with it (not an earlier test's config)
     token = sign_as(site.guest, site.sign) if case not in ("no config",) else "x"
     args = ["/bin/sh", "-c", "true"]
     stdin = request(token)
@@ -282,6 +293,153 @@ def test_exec_refusals_agree(site: Site, case: str, world_tmp: Path) -> None:
     got, report = agree(site, "exec", args, stdin, env)
     assert got.returncode != 0, got
     assert report["plan"] is None
+
+
+# ------------------------------------------------------------------ curve
+
+HOME_MODE = "[sign.curve]\nrequire-ca = false\n"
+
+
+def chown(path: Path, user: pwd.struct_passwd) -> None:
+    os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
+@contextlib.contextmanager
+def guest_home_cert(site: Site) -> Iterator[Path]:
+    """The guest's own cert pair in ~/.flux/curve (sig, sig.pub), made by the
+    guest with ``python -m flux_imp.sign keygen``; that directory's path.
+    ~/.flux is removed after."""
+    dot = Path(site.guest.pw_dir) / ".flux"
+    shutil.rmtree(dot, ignore_errors=True)
+    curve = dot / "curve"
+    curve.mkdir(parents=True, mode=0o755)
+    for directory in (dot, curve):
+        chown(directory, site.guest)
+    try:
+        keygen = subprocess.run([sys.executable, "-m", "flux_imp.sign", "keygen",
+                                 str(curve / "sig")],
+                                preexec_fn=users.become(site.guest), capture_output=True,
+                                check=False, cwd=TOP, env=ENV, timeout=60)  # fmt: skip
+        assert keygen.returncode == 0, keygen.stderr
+        yield curve
+    finally:
+        shutil.rmtree(dot, ignore_errors=True)
+
+
+@pytest.fixture
+def curve_site(site: Site) -> Iterator[Site]:
+    """``site``, its signing config put back after (munge the default: the
+    other tests sign J before they configure)."""
+    try:
+        yield site
+    finally:
+        site.configure(site.exec_table())
+
+
+@pytest.fixture
+def home_cert(curve_site: Site) -> Iterator[Path]:
+    with guest_home_cert(curve_site) as curve:
+        yield curve
+
+
+def ca_mode(site: Site, where: Path, revoked: bool = False) -> str:
+    """A CA under ``where`` and the guest's cert, signed by it for the guest's
+    uid, at ``where``/guest/sig (the guest's): the [sign.curve] (require-ca,
+    cert-path) and [ca] tables of that set-up.  ``revoked``: the cert is
+    revoked in a 0700 revoke-dir (only root sees it; else empty and 0755)."""
+    table = ca_table(where)
+    authority = CA(table)
+    authority.keygen()
+    authority.store()
+    revoke_dir = Path(table["revoke-dir"])
+    revoke_dir.mkdir(mode=0o700 if revoked else 0o755)
+    guest_dir = where / "guest"
+    guest_dir.mkdir(mode=0o755)
+    chown(guest_dir, site.guest)
+    cert = Cert.create()
+    authority.sign(cert, 0, site.guest.pw_uid)
+    cert.store(str(guest_dir / "sig"))
+    for name in ("sig", "sig.pub"):
+        chown(guest_dir / name, site.guest)
+    if revoked:
+        (revoke_dir / str(cert.meta.get_str("uuid"))).touch()
+    return (f'[sign.curve]\nrequire-ca = true\ncert-path = "{guest_dir}/sig"\n'
+            + impenv.toml_table("ca", table))
+
+
+@pytest.mark.parametrize("mode", ["home", "ca"])
+def test_exec_curve_allowed_plan_is_what_the_job_got(curve_site: Site, mode: str,
+                                                     world_tmp: Path) -> None:
+    site = curve_site
+    with contextlib.ExitStack() as stack:
+        if mode == "home":
+            stack.enter_context(guest_home_cert(site))
+            curve = HOME_MODE
+        else:  # no home cert: only the CA's word
+            curve = ca_mode(site, world_tmp)
+        site.configure(site.exec_table(), ("curve",), curve)
+        token = sign_as(site.guest, site.sign)
+        got, report = agree(site, "exec", ["/bin/sh", "-c", REPORT], request(token))
+    assert got.returncode == 0, got.stderr
+    plan = report["plan"]
+    assert plan["user"] == site.guest.pw_name
+    matches_job(got, plan)
+    assert report["facts"]["mechanism"] == "curve"
+
+
+def test_exec_curve_ca_revoked_refused_by_the_privileged_half(curve_site: Site,
+                                                              world_tmp: Path) -> None:
+    # As test_harden_sign's: the owner cannot search the revoke-dir (its half
+    # lets J through), root can: both ways refused by judge().
+    site = curve_site
+    site.configure(site.exec_table(), ("curve",), ca_mode(site, world_tmp, revoked=True))
+    got, report = agree(site, "exec", ["/bin/sh", "-c", "true"],
+                        request(sign_as(site.guest, site.sign)))
+    assert got.returncode != 0, got
+    assert report["plan"] is None
+    assert report["message"] == ("exec: signature validation failed: "
+                                 "sign-curve-verify: ca: cert has been revoked")
+    assert report["steps"][-1]["step"] == "privileged half: judge()"
+
+
+EXPIRED = {"munge": "sign-munge-verify: max-ttl exceeded",
+           "curve": "sign-curve-verify: xtime or max-ttl exceeded"}
+
+
+@pytest.mark.parametrize("mechanism", ["munge", "curve"])
+def test_exec_expired_j_refused(curve_site: Site, mechanism: str, home_cert: Path) -> None:
+    site = curve_site
+    # As test_exec's test_expired_j: a negative max-ttl, for the signer
+    # (curve: xtime in the past) and for both verifiers.
+    site.configure(site.exec_table(), (mechanism,), HOME_MODE, max_ttl=-100)
+    got, report = agree(site, "exec", ["/bin/sh", "-c", "true"],
+                        request(sign_as(site.guest, site.sign)))
+    assert got.returncode != 0, got
+    assert report["plan"] is None
+    assert report["message"] == f"exec: signature validation failed: {EXPIRED[mechanism]}"
+
+
+@pytest.mark.parametrize("case", ["symlink", "missing", "another cert"])
+def test_exec_curve_home_cert_refusals_agree(curve_site: Site, case: str,
+                                            home_cert: Path) -> None:
+    site = curve_site
+    site.configure(site.exec_table(), ("curve",), HOME_MODE)
+    token = sign_as(site.guest, site.sign)
+    pub = home_cert / "sig.pub"
+    if case == "symlink":  # even to the guest's own, valid cert
+        pub.rename(home_cert / "real.pub")
+        pub.symlink_to("real.pub")
+        chown(pub, site.guest)
+    elif case == "missing":
+        pub.unlink()
+    else:  # not the cert that signed J
+        Cert.create().store(str(home_cert / "sig"))
+    got, report = agree(site, "exec", ["/bin/sh", "-c", "true"], request(token))
+    assert got.returncode != 0, got
+    assert report["plan"] is None
+    why = ("cert verification failed" if case == "another cert"
+           else f"error loading cert from {home_cert}/sig")
+    assert report["message"] == f"exec: signature validation failed: sign-curve-verify: {why}"
 
 
 # ------------------------------------------------------------------ run
