@@ -36,9 +36,6 @@ TOP = Path(__file__).resolve().parents[1]
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 # The job prints what it got: ids, groups, then its environment (NUL-separated).
 REPORT = 'id -u; id -g; id -G; echo ---; env -0'
-# The dry run from "/" on the working tree, with no variable of ours added.
-RUNNER = (f"import sys; sys.path.insert(0, {str(TOP)!r}); "
-          "from flux_imp.admin.cli import main; main(prog_name='flux-security')")
 SHELL_ADDS = {"PWD", "SHLVL", "_", "OLDPWD"}  # what dash sets itself
 
 
@@ -49,6 +46,7 @@ class Site:
     owner: pwd.struct_passwd
     guest: pwd.struct_passwd
     munge: str
+    code: Path  # impenv's world-readable copy of this tree's flux_imp (its site dir)
     sign: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +72,16 @@ class Site:
         return text + "".join(f"{k} = {v}\n" for k, v in extra.items())
 
 
+def runner(site: Site) -> str:
+    """The dry run from "/" on this tree's code, with no variable of ours
+    added.  The code is impenv's copy, which the owner can read: the dry
+    run's child becomes the owner and imports the unprivileged half then
+    (the checkout itself may be a 0700 directory)."""
+    return (f"import sys; sys.path.insert(0, {str(site.code)!r}); "
+            "from flux_imp.admin.cli import main; main(prog_name='flux-security')")
+
+
+
 @pytest.fixture(scope="module")
 def site(imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
          munged: str) -> Iterator[Site]:
@@ -83,7 +91,7 @@ def site(imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_pas
             (root / sub).mkdir(mode=0o755)
         binary = impenv.build_installed(imp, imp.prefix / "flux-imp-dryrun", str(root))
         try:
-            yield Site(root, binary, owner, guest, munged)
+            yield Site(root, binary, owner, guest, munged, imp.site)
         finally:
             binary.unlink()
 
@@ -101,7 +109,7 @@ def dry(site: Site, command: str, args: list[str], stdin: bytes, env: dict[str, 
             (cgroup / "cgroup.procs").write_text("0")
 
     return subprocess.run(
-        [sys.executable, "-c", RUNNER, "dry-run", command, "--owner", site.owner.pw_name,
+        [sys.executable, "-c", runner(site), "dry-run", command, "--owner", site.owner.pw_name,
          "--sysconfdir", str(site.root), *options, "--", *args],
         input=stdin, capture_output=True, env=env, cwd="/", timeout=60, check=False,
         preexec_fn=enter)
@@ -503,7 +511,7 @@ def test_human_output_names_steps_and_hides_values(site: Site) -> None:
 
 def test_not_root_is_an_error(site: Site) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", RUNNER, "dry-run", "run", "--owner", "root", "x"],
+        [sys.executable, "-c", runner(site), "dry-run", "run", "--owner", "root", "x"],
         capture_output=True, env=ENV, cwd="/", preexec_fn=users.become(site.owner), check=False)
     assert result.returncode == 1
     assert result.stderr.decode().splitlines()[-1].startswith("flux-security: dry-run: must run")
@@ -514,7 +522,7 @@ def test_owner_root_refused_as_the_imp_does(site: Site) -> None:
     result = dry(site, "run", ["prolog"], b"", ENV).stderr.decode()
     assert result.splitlines()[-1].startswith("flux-security:")
     root = subprocess.run(
-        [sys.executable, "-c", RUNNER, "dry-run", "run", "--owner", "0",
+        [sys.executable, "-c", runner(site), "dry-run", "run", "--owner", "0",
          "--sysconfdir", str(site.root), "prolog"],
         capture_output=True, env=ENV, cwd="/", check=False)
     assert root.returncode == 1
@@ -527,7 +535,7 @@ def test_one_audit_record_marked_dry_run(site: Site, syslog: Any) -> None:
     for stdin in (request(sign_as(site.guest, site.sign)), b"{bad"):
         before = len(syslog.records())
         subprocess.run(
-            [sys.executable, "-c", RUNNER, "dry-run", "exec", "--owner", site.owner.pw_name,
+            [sys.executable, "-c", runner(site), "dry-run", "exec", "--owner", site.owner.pw_name,
              "--sysconfdir", str(site.root), "--", *args],
             input=stdin, capture_output=True, env=ENV, cwd="/", check=False,
             preexec_fn=syslog.preexec())
