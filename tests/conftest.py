@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import pwd
 import shutil
 from collections.abc import Iterator
@@ -10,11 +12,20 @@ from pathlib import Path
 
 import pytest
 
+import flux_imp.sign
 from flux_imp.imp import audit
 
 from . import impenv, jobs, users
 from . import munged as munged_helper
 from .syslogtrap import SyslogTrap, syslog_trap
+
+# The whole signing library, loaded before any test forks a child that
+# becomes a test user to sign or verify: it imports its parts on first use,
+# and that child may not be able to read a checkout in a 0700 directory
+# (CI's, mktemp's).
+for _module in pkgutil.iter_modules(flux_imp.sign.__path__, "flux_imp.sign."):
+    if not _module.name.endswith(".__main__"):
+        importlib.import_module(_module.name)
 
 
 @pytest.fixture(scope="session", autouse=True)
