@@ -27,6 +27,16 @@ ETC_FLUX = Path("/etc/flux")
 IMP_CONF_D = ETC_FLUX / "imp" / "conf.d"
 MUNGE_RUN = Path("/run/munge")
 MUNGED = "/usr/sbin/munged"
+SITE = Path("/usr/lib/python3/dist-packages")  # where the .deb puts flux_imp
+# A site's IMP config: the owner may exec /usr/bin/id and run a prolog.
+IMP_CONF = """\
+[exec]
+allowed-users = [ "{owner}" ]
+allowed-shells = [ "/usr/bin/id" ]
+[run.prolog]
+allowed-users = [ "{owner}" ]
+path = "{prolog}"
+"""
 _PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 _APT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
 

@@ -26,16 +26,8 @@ from flux_imp.sign.ca import CA
 
 from . import sitepkg, users
 from .signconf import ca_table
+from .sitepkg import IMP_CONF, SITE
 
-SITE = Path("/usr/lib/python3/dist-packages")
-IMP_CONF = """\
-[exec]
-allowed-users = [ "{owner}" ]
-allowed-shells = [ "/usr/bin/id" ]
-[run.prolog]
-allowed-users = [ "{owner}" ]
-path = "{prolog}"
-"""
 SIGN_CONF = """\
 [sign]
 max-ttl = 1209600

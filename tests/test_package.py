@@ -24,17 +24,9 @@ from flux_imp import __version__
 from flux_imp.imp.unprivileged import version
 
 from . import sitepkg, users
+from .sitepkg import IMP_CONF, SITE
 from .syslogtrap import AUTHPRIV_NOTICE, syslog_trap
 
-SITE = Path("/usr/lib/python3/dist-packages")
-IMP_CONF = """\
-[exec]
-allowed-users = [ "{owner}" ]
-allowed-shells = [ "/usr/bin/id" ]
-[run.prolog]
-allowed-users = [ "{owner}" ]
-path = "{prolog}"
-"""
 PROLOG = "#!/bin/sh\n/usr/bin/id -u\n"
 
 
