@@ -98,9 +98,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fluximp-importtime-") as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o755)  # noqa: S103 - the users' homes and config live here
-        with environment(workdir) as bench_setup:
-            imp = importtime_launcher(bench_setup)
-            setup = ExecSetup(imp, bench_setup.pattern, bench_setup.owner, bench_setup.guest)
+        with environment(workdir) as bench:
+            munge = bench.setup("munge")
+            imp = importtime_launcher(munge)
+            setup = ExecSetup(imp, munge.pattern, munge.owner, munge.guest)
             with as_owner(setup, [str(imp), "version"]) as proc:
                 _, err = proc.communicate(timeout=TIMEOUT)
             show("flux-imp version", err, min_us)
