@@ -128,11 +128,6 @@ class Privsep:
         except KVError:
             return None
 
-    def require_child_ok(self, command: str) -> None:
-        """Reap the child; it must have exited 0 before ``command`` acts."""
-        if not self.wait():
-            raise ImpError(f"{command}: unprivileged process exited abnormally")
-
     def wait(self) -> bool:
         """Reap the child; True if it exited 0."""
         if self.pid <= 0:
@@ -143,3 +138,10 @@ class Privsep:
             return False
         self.pid = -1
         return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def require_child_ok(ps: Privsep | None, command: str) -> None:
+    """Reap the child; there must be one and it must have exited 0 before
+    the privileged half of ``command`` acts."""
+    if ps is None or not ps.wait():
+        raise ImpError(f"{command}: unprivileged process exited abnormally")

@@ -14,7 +14,7 @@ from ...sign.cert import Cert
 from ...sign.kv import KV
 from .. import audit
 from ..casign_rules import KV_PREFIX, sign_and_print, step
-from ..log import die
+from ..privsep import require_child_ok
 from ..state import Imp
 
 
@@ -28,9 +28,7 @@ def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("casign", "privileged")
     with trail.refusals():
         # Upstream does not wait; we reap the child before touching the CA key.
-        if imp.ps is None:
-            die("casign: unprivileged process exited abnormally")
-        imp.ps.require_child_ok("casign")
+        require_child_ok(imp.ps, "casign")
         cert = decode(kv)
         trail.note(public_key=b64.encode(cert.public_key))
         sign_and_print(imp, cert, trail)  # judge, then carry out

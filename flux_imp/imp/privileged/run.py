@@ -16,6 +16,7 @@ import os
 from ...sign.kv import KV
 from .. import audit
 from ..log import die
+from ..privsep import require_child_ok
 from ..run_rules import RunPlan, RunRequest, judge, run
 from ..state import Imp
 from ..verdict import Refusal
@@ -28,9 +29,7 @@ if TYPE_CHECKING:
 def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("run", "privileged")
     with trail.refusals():
-        if imp.ps is None:
-            die("run: unprivileged process exited abnormally")
-        imp.ps.require_child_ok("run")
+        require_child_ok(imp.ps, "run")
         plan = judge(RunRequest.from_kv(kv), imp.conf, imp.caller(), trail)
         if isinstance(plan, Refusal):
             plan.raise_()
