@@ -93,7 +93,7 @@ def _sudo_simulation(imp: Imp) -> None:
         die("Failed to enable sudo support")
 
 
-def _run(test_build: bool, sysconfdir: str, test_pattern: str) -> int:
+def _run(test_build: bool, sysconfdir: str, test_pattern: str, proxy: str) -> int:
     try:
         launch = read_launch_data()
     except LaunchDataError as exc:
@@ -112,7 +112,7 @@ def _run(test_build: bool, sysconfdir: str, test_pattern: str) -> int:
     if info is None:
         die("Failed to get current cgroup info")
     imp = Imp(["flux-imp", *sys.argv[1:]], env, conf, info, launch.umask, test_build,
-              cwd=launch.cwd)
+              cwd=launch.cwd, proxy=proxy)
     audit.configure(cf.as_bool(conf.section("audit-required")), relay=os.geteuid() == 0)
     if os.geteuid() != 0:
         _child(imp, None)  # not setuid: the unprivileged half only
@@ -127,11 +127,12 @@ def _run(test_build: bool, sysconfdir: str, test_pattern: str) -> int:
     return 0 if ps.wait() else 1
 
 
-def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR, test_pattern: str = "") -> NoReturn:
+def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR, test_pattern: str = "",
+         proxy: str = "") -> NoReturn:
     """Entry point; the launcher passes what it was built with (a test
-    build, its default config pattern)."""
+    build, its default config pattern, its lingering helper)."""
     try:
-        code = _run(bool(test_build), sysconfdir, test_pattern)
+        code = _run(bool(test_build), sysconfdir, test_pattern, proxy)
     except ImpError as exc:
         log.fatal(exc.message)
         code = exc.code

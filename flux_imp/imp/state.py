@@ -31,6 +31,7 @@ class Imp:
         ps: Privsep | None = None,  # set in both halves when running setuid
         _sign_ctx: Context | None = None,
         cwd: str = "",  # the caller's ("" if unknown); only the child runs there
+        proxy: str = "",  # the launcher's lingering helper (flux-imp-proxy), "" if none
     ) -> None:
         self.argv = argv
         self.env = env
@@ -41,6 +42,7 @@ class Imp:
         self.ps = ps
         self._sign_ctx = _sign_ctx
         self.cwd = cwd
+        self.proxy = proxy
 
     @property
     def setuid(self) -> bool:
