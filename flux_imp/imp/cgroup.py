@@ -7,8 +7,8 @@ name=systemd hierarchy at /sys/fs/cgroup/systemd).  "cgroup kill" mode
 basename starts with ``imp-shell`` or ``flux-``.
 
 statfs(2)'s answer is read from /proc/self/mountinfo where that is certain
-(see _fs_type), and asked of libc through ctypes otherwise: importing
-ctypes would cost every command milliseconds.
+(see _fs_type), and asked of libc through flux_imp.cfunc otherwise:
+loading _ctypes would cost every command milliseconds.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ _MAGIC_BY_NAME = {
 
 
 def _statfs_type(path: str) -> int | None:
-    """statfs(2)'s f_type, through libc (ctypes costs milliseconds to import)."""
-    import ctypes
+    """statfs(2)'s f_type, through libc (_ctypes costs milliseconds to load)."""
+    from .. import cfunc as C
 
     # struct statfs starts with f_type (a long) on Linux; 256 bytes is ample.
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)
-    if libc.statfs(os.fsencode(path), buf) != 0:
+    statfs = C.Library(None).function("statfs", C.c_int, [C.c_char_p, C.c_void_p])
+    buf = C.string_buffer(256)
+    if statfs(os.fsencode(path), buf) != 0:
         return None
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return C.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
 
 def _read_mountinfo() -> dict[bytes, list[list[bytes]]]:

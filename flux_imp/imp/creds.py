@@ -98,17 +98,17 @@ def with_fs_ids(uid: int, gid: int, action: Callable[[], T]) -> T:
     (setfsuid(2), setfsgid(2)): path lookups, connects and opens are judged
     as that user's, while every other id, and so who may signal us, stays.
     OSError(EPERM) if the switch does not take."""
-    import ctypes  # only for sd_notify to a path: not on every start-up
+    from .. import cfunc as C  # only for sd_notify to a path: not on every start-up
 
-    libc = ctypes.CDLL(None)
-    for call in (libc.setfsuid, libc.setfsgid):
-        call.argtypes, call.restype = [ctypes.c_uint], ctypes.c_uint  # uid_t, gid_t
+    libc = C.Library(None)
+    setfsuid = libc.function("setfsuid", C.c_uint, [C.c_uint])  # uid_t, gid_t
+    setfsgid = libc.function("setfsgid", C.c_uint, [C.c_uint])
 
     def switch(new_uid: int, new_gid: int) -> bool:
         # Each call returns the previous id, success or not: a second call tells.
-        libc.setfsgid(new_gid)
-        libc.setfsuid(new_uid)
-        return bool(libc.setfsgid(new_gid) == new_gid and libc.setfsuid(new_uid) == new_uid)
+        setfsgid(new_gid)
+        setfsuid(new_uid)
+        return bool(setfsgid(new_gid) == new_gid and setfsuid(new_uid) == new_uid)
 
     old_uid, old_gid = os.geteuid(), os.getegid()  # what the fs ids follow
     try:
@@ -124,22 +124,22 @@ def join_new_session_keyring(owner: pwd.struct_passwd) -> None:
     """A new, empty session keyring, ``owner``'s, instead of the caller's,
     whose keys the job shell would otherwise possess.  Without keyrings in
     the kernel (ENOSYS) there is nothing to share: a warning, not fatal."""
-    import ctypes  # the parent has it already when munge verified J
+    from .. import cfunc as C  # the parent has it already when munge verified J
 
     machine = os.uname().machine
     number = SYS_KEYCTL.get(machine)
     if number is None:
         die(f"exec: keyctl(2) syscall number unknown on {machine}")
-    libc = ctypes.CDLL(None, use_errno=True)
+    # long syscall(long number, ...): the rest passed as their C types.
+    syscall = C.Library(None).function("syscall", C.c_long, [C.c_long], use_errno=True)
     ruid, rgid = os.getuid(), os.getgid()
     # The kernel gives the keyring to the real ids (as pam_keyinit does, switch
     # only those, for the one call: the effective ones stay root's).
     try:
         os.setresgid(owner.pw_gid, -1, -1)
         os.setresuid(owner.pw_uid, -1, -1)
-        rc = libc.syscall(ctypes.c_long(number), ctypes.c_int(_KEYCTL_JOIN_SESSION_KEYRING),
-                          ctypes.c_char_p(None))
-        err = ctypes.get_errno()
+        rc = syscall(number, C.c_int(_KEYCTL_JOIN_SESSION_KEYRING), C.c_char_p(None))
+        err = C.get_errno()
     except OSError as exc:
         rc, err = -1, exc.errno or errno.EPERM
     finally:

@@ -45,18 +45,18 @@ def default_signals() -> None:
 def execvp(file: str, argv: Sequence[str], environ: Sequence[bytes]) -> OSError:
     """Replace this process with ``file`` run as ``argv`` in ``environ``
     (``NAME=VALUE`` entries, passed verbatim); returns only the error."""
-    import ctypes  # only on the way out of this process
+    from .. import cfunc as C  # only on the way out of this process
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.execvp.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p)]
-    c_argv = (ctypes.c_char_p * (len(argv) + 1))(*(os.fsencode(a) for a in argv), None)
-    c_env = (ctypes.c_char_p * (len(environ) + 1))(*environ, None)
-    current = ctypes.c_void_p.in_dll(libc, "environ")
+    libc = C.Library(None)
+    call = libc.function("execvp", C.c_int, [C.c_char_p, C.POINTER(C.c_char_p)], use_errno=True)
+    c_argv = (C.c_char_p * (len(argv) + 1))(*(os.fsencode(a) for a in argv), None)
+    c_env = (C.c_char_p * (len(environ) + 1))(*environ, None)
+    current = libc.variable(C.c_void_p, "environ")
     saved = current.value
-    current.value = ctypes.addressof(c_env)
-    ctypes.set_errno(0)
-    libc.execvp(os.fsencode(file), c_argv)
-    code = ctypes.get_errno()
+    current.value = C.addressof(c_env)
+    C.set_errno(0)
+    call(os.fsencode(file), c_argv)
+    code = C.get_errno()
     current.value = saved
     return OSError(code, os.strerror(code))
 

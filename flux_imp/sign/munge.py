@@ -2,7 +2,8 @@
 
 The credential's payload is one hash-type byte (1 = SHA-256) followed by
 the digest; munged vouches for the uid.  libmunge is reached through
-ctypes and loaded on first use, so importing this module needs no MUNGE.
+flux_imp.cfunc (not ctypes, which costs milliseconds to import) and
+loaded on first use, so importing this module needs no MUNGE.
 Verify accepts replayed and MUNGE-expired credentials on purpose: the IMP
 and the job shell decode the same credential, and the lifetime that
 counts is the local ``[sign] max-ttl``.
@@ -10,12 +11,12 @@ counts is the local ``[sign] max-ttl``.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import time
 import weakref
 
+from .. import cfunc as C
 from .. import conf as cf
 from .errors import SignError
 
@@ -57,39 +58,27 @@ _HASH_SHA256 = 1
 _AUXNAME = "flux::sign_munge"
 _OPTS = (cf.Option("socket-path", "string", False),)
 _UINT64 = 2**64
-_c_time_t: Any = getattr(ctypes, "c_time_t", ctypes.c_long)  # 3.12+ names it
 
 
 class _LibMunge:
     """The libmunge calls we make, with their C prototypes declared."""
 
     def __init__(self) -> None:
-        lib = ctypes.CDLL(_SONAME)
-        vp, ip = ctypes.c_void_p, ctypes.c_int
-        self.ctx_create = lib.munge_ctx_create
-        self.ctx_create.argtypes, self.ctx_create.restype = [], vp
-        self.ctx_destroy = lib.munge_ctx_destroy
-        self.ctx_destroy.argtypes, self.ctx_destroy.restype = [vp], None
-        self.ctx_strerror = lib.munge_ctx_strerror
-        self.ctx_strerror.argtypes, self.ctx_strerror.restype = [vp], ctypes.c_char_p
+        lib = C.Library(_SONAME)
+        vp, ip = C.c_void_p, C.c_int
+        self.ctx_create = lib.function("munge_ctx_create", vp, [])
+        self.ctx_destroy = lib.function("munge_ctx_destroy", None, [vp])
+        self.ctx_strerror = lib.function("munge_ctx_strerror", C.c_char_p, [vp])
         # munge_ctx_set/get are variadic: declare only the fixed part and
-        # pass the last argument with an explicit ctypes type.
-        self.ctx_set = lib.munge_ctx_set
-        self.ctx_set.argtypes, self.ctx_set.restype = [vp, ip], ip
-        self.ctx_get = lib.munge_ctx_get
-        self.ctx_get.argtypes, self.ctx_get.restype = [vp, ip], ip
-        self.encode = lib.munge_encode
-        self.encode.argtypes = [ctypes.POINTER(vp), vp, ctypes.c_char_p, ip]
-        self.encode.restype = ip
-        self.decode = lib.munge_decode
-        self.decode.argtypes = [
-            ctypes.c_char_p, vp, ctypes.POINTER(vp), ctypes.POINTER(ip),
-            ctypes.POINTER(ctypes.c_uint), vp,
-        ]  # fmt: skip
-        self.decode.restype = ip
+        # pass the last argument as an instance of its C type.
+        self.ctx_set = lib.function("munge_ctx_set", ip, [vp, ip])
+        self.ctx_get = lib.function("munge_ctx_get", ip, [vp, ip])
+        self.encode = lib.function("munge_encode", ip, [C.POINTER(vp), vp, C.c_char_p, ip])
+        self.decode = lib.function("munge_decode", ip, [
+            C.c_char_p, vp, C.POINTER(vp), C.POINTER(ip), C.POINTER(C.c_uint), vp,
+        ])  # fmt: skip
         # What libmunge mallocs must go back to the same allocator.
-        self.free = ctypes.CDLL(None).free
-        self.free.argtypes, self.free.restype = [vp], None
+        self.free = C.Library(None).function("free", None, [vp])
 
 
 class _Cached:
@@ -139,7 +128,7 @@ class _State:
     def set_socket(self, path: str) -> None:
         # C sees the string only up to a NUL.
         path = path.split("\0", 1)[0]
-        raw = ctypes.c_char_p(os.fsencode(path))
+        raw = C.c_char_p(os.fsencode(path))
         for handle in (self.encoder, self.decoder):
             if self.lib.ctx_set(handle, _OPT_SOCKET, raw) != 0:
                 raise SignError(f"sign-munge-init: munge_opt_set {path}: {self.strerror(handle)}")
@@ -190,27 +179,27 @@ class MungeMech:
     def sign(self, ctx: Context, data: bytes) -> str:
         state = _state(ctx)
         digest = _digest(data)
-        cred = ctypes.c_void_p()
-        err = state.lib.encode(ctypes.byref(cred), state.encoder, digest, len(digest))
+        cred = C.c_void_p()
+        err = state.lib.encode(C.byref(cred), state.encoder, digest, len(digest))
         try:
             addr = cred.value
             if err != _EMUNGE_SUCCESS or addr is None:
                 raise SignError(f"sign-munge-sign: {state.strerror(state.encoder)}")
-            text = ctypes.string_at(addr)  # a NUL-terminated ASCII armor
+            text = C.string_at(addr)  # a NUL-terminated ASCII armor
         finally:
             state.lib.free(cred)
         return text.decode("ascii")
 
     def verify(self, ctx: Context, header: KV, data: bytes, signature: bytes) -> None:
         state = _state(ctx)
-        buf = ctypes.c_void_p()
-        size = ctypes.c_int()
-        uid = ctypes.c_uint()
+        buf = C.c_void_p()
+        size = C.c_int()
+        uid = C.c_uint()
         err = state.lib.decode(
-            signature, state.decoder, ctypes.byref(buf), ctypes.byref(size), ctypes.byref(uid), None
+            signature, state.decoder, C.byref(buf), C.byref(size), C.byref(uid), None
         )
         try:
-            payload = ctypes.string_at(buf.value, size.value) if buf.value else b""
+            payload = C.string_at(buf.value, size.value) if buf.value else b""
         finally:
             state.lib.free(buf)
         if err not in _DECODE_OK:
@@ -223,8 +212,8 @@ class MungeMech:
         # Upstream compares as uint64: a negative userid never matches.
         if userid is None or userid % _UINT64 != uid.value:
             raise SignError("sign-munge-verify: uid mismatch")
-        encode_time = _c_time_t()
-        if state.lib.ctx_get(state.decoder, _OPT_ENCODE_TIME, ctypes.byref(encode_time)) != 0:
+        encode_time = C.c_time_t()
+        if state.lib.ctx_get(state.decoder, _OPT_ENCODE_TIME, C.byref(encode_time)) != 0:
             raise SignError(
                 "sign-munge-verify: munge_ctx_get ENCODE_TIME: " + state.strerror(state.decoder)
             )
