@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
     Half = Callable[[Imp, KV], None]
 
-# name: (module, has a privileged half)
+# name: (module, has a privileged half, writes audit records)
 _COMMANDS = {
-    "version": ("version", False),
-    "whoami": ("whoami", True),
-    "exec": ("exec", True),
-    "run": ("run", True),
-    "casign": ("casign", True),
+    "version": ("version", False, False),
+    "whoami": ("whoami", True, False),
+    "exec": ("exec", True, True),
+    "run": ("run", True, True),
+    "casign": ("casign", True, True),
 }
 
 # What a command's privileged half imports late, on its own (after the
@@ -41,6 +41,19 @@ _PARENT_IMPORTS = {
 def _import(name: str) -> ModuleType:
     __import__(name)  # importlib itself would cost start-up time
     return sys.modules[name]
+
+
+def audits(name: str) -> bool:
+    """Whether command ``name`` may write audit records (so needs audit.py
+    configured before the fork); an unknown command writes none."""
+    entry = _COMMANDS.get(name)
+    return entry is not None and entry[2]
+
+
+def parent_free(name: str) -> bool:
+    """A known command with no privileged half: nothing of it runs as root."""
+    entry = _COMMANDS.get(name)
+    return entry is not None and not entry[1]
 
 
 def find(name: str, privileged: bool) -> Half | None:

@@ -3,6 +3,11 @@
 launch data -> process name -> IMP config -> log level -> cgroup ->
 (privileged) sudo simulation, refuse root, fork the unprivileged child ->
 dispatch the command's halves -> exit status.
+
+Every command loads the IMP config first, as upstream's (whose tests fail
+``version`` on a bad config), but modules are imported where a step needs
+them, so a command pays only for its own steps: ``version`` forks no child
+and loads no audit code.
 """
 
 from __future__ import annotations
@@ -10,20 +15,19 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import conf as cf
 from ..paths import SYSCONFDIR
-from ..sign.kv import KV
-from . import audit, cgroup, commands, creds, impconfig
-from .environ import CallerEnv
-from .launch import LaunchDataError, read_launch_data
+from . import commands
 from .log import ImpError, die, log
-from .privsep import Privsep
-from .state import Imp
 
 # Annotations only: typing costs start-up time (mypy reads this as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
+
+    from .environ import CallerEnv
+    from .launch import LaunchData
+    from .privsep import Privsep
+    from .state import Imp
 
 _NAME = b"flux-imp"
 
@@ -64,6 +68,8 @@ def _child(imp: Imp, ps: Privsep | None) -> None:
     half = commands.find(name, privileged=False)
     if half is None:
         die(f"Unknown IMP command: {name}")
+    from ..sign.kv import KV
+
     kv = KV()
     kv.put_str("cmd", name)
     half(imp, kv)
@@ -87,6 +93,9 @@ def _sudo_simulation(imp: Imp) -> None:
     user = imp.env.get("SUDO_USER") if os.getuid() == 0 else None
     if user is None:
         return
+    from .. import conf as cf
+    from . import creds
+
     if not cf.as_bool(imp.conf.section("allow-sudo")):
         die("sudo support not enabled")
     if not creds.simulate_sudo(user):
@@ -94,16 +103,32 @@ def _sudo_simulation(imp: Imp) -> None:
 
 
 def _run(test_build: bool, sysconfdir: str, test_pattern: str, proxy: str) -> int:
+    from .launch import LaunchDataError, read_launch_data
+
     try:
         launch = read_launch_data()
     except LaunchDataError as exc:
         die(f"launcher: {exc}")
     _set_process_name()
+    from .environ import CallerEnv
+
+    argv = ["flux-imp", *sys.argv[1:]]
+    imp = _state(argv, CallerEnv(launch.environ), launch, test_build, sysconfdir,
+                 test_pattern, proxy)
+    return _dispatch(imp)
+
+
+def _state(argv: list[str], env: CallerEnv, launch: LaunchData, test_build: bool,
+           sysconfdir: str, test_pattern: str, proxy: str) -> Imp:
+    """Config, log level, cgroup and (for a command that audits) the audit trail."""
+    from .. import conf as cf
+    from . import cgroup, impconfig
+    from .state import Imp
+
     if test_build:
         from ..conf.pathcheck import use_test_build_rule
 
         use_test_build_rule()  # path checks stop at the parent, as upstream's
-    env = CallerEnv(launch.environ)
     conf = impconfig.load(env, test_build, launch.cwd, sysconfdir, test_pattern)
     level = conf.section("log-level")
     if level is not None and not log.set_level(cf.as_str(level)):
@@ -111,18 +136,37 @@ def _run(test_build: bool, sysconfdir: str, test_pattern: str, proxy: str) -> in
     info = cgroup.detect()
     if info is None:
         die("Failed to get current cgroup info")
-    imp = Imp(["flux-imp", *sys.argv[1:]], env, conf, info, launch.umask, test_build,
-              cwd=launch.cwd, proxy=proxy)
-    audit.configure(cf.as_bool(conf.section("audit-required")), relay=os.geteuid() == 0)
+    imp = Imp(argv, env, conf, info, launch.umask, test_build, cwd=launch.cwd, proxy=proxy)
+    if commands.audits(argv[1] if len(argv) > 1 else ""):
+        from . import audit
+
+        audit.configure(cf.as_bool(conf.section("audit-required")), relay=os.geteuid() == 0)
+    return imp
+
+
+def _dispatch(imp: Imp) -> int:
+    """Not setuid: the child half alone.  Setuid: fork the child, run the
+    parent half; a command with no parent half just drops privilege."""
+    name = imp.argv[1] if len(imp.argv) > 1 else ""
     if os.geteuid() != 0:
         _child(imp, None)  # not setuid: the unprivileged half only
         return 0
     _sudo_simulation(imp)
     if os.getuid() == 0:
         die("Refusing to run as root")
+    if commands.parent_free(name):
+        # Nothing would run as root: become the caller for good instead of
+        # forking a child for the parent to wait on (same output and status).
+        from .creds import drop_to_real_ids
+
+        drop_to_real_ids()
+        _child(imp, None)
+        return 0
+    from .privsep import Privsep
+
     ps = Privsep.start(lambda ps: _child(imp, ps))
     imp.ps = ps
-    commands.prepare_parent(imp.argv[1] if len(imp.argv) > 1 else "")
+    commands.prepare_parent(name)
     _parent(imp, ps)
     return 0 if ps.wait() else 1
 
@@ -136,7 +180,9 @@ def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR, test_pattern: str = 
     except ImpError as exc:
         log.fatal(exc.message)
         code = exc.code
-    audit.drain()  # the privileged parent: what the child could not log
+    audit = sys.modules.get(f"{__package__}.audit")  # loaded by commands that audit
+    if audit is not None:
+        audit.drain()  # the privileged parent: what the child could not log
     try:
         sys.stdout.flush()
     except OSError:
