@@ -11,12 +11,16 @@ from __future__ import annotations
 import errno
 import os
 import time
-import uuid
-from typing import Any
 
 from .. import conf as cf
 from .cert import Cert, CertError, c_string
 from .errors import SignError
+
+# Annotations only: typing costs the curve verifiers (both halves of the
+# IMP) start-up time; so would uuid, imported where a cert is signed.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from typing import Any
 
 _OPTS = (
     cf.Option("max-cert-ttl", "int64", True),
@@ -154,6 +158,8 @@ class CA:
         now = int(time.time())
         if not_valid_before == 0:
             not_valid_before = now
+        import uuid  # signing only
+
         cert_uuid = str(uuid.uuid4())
         try:
             # Each put moves the key to the end: this order is the cert's.

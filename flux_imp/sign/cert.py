@@ -12,43 +12,28 @@ which is what upstream callers print.
 
 from __future__ import annotations
 
-import calendar
-import datetime
 import errno
 import os
 import stat
-import sys
-from types import ModuleType
-from typing import IO, Any, Union
 
-from . import b64
+from . import b64, certtoml, sodium
 from .errors import SignError
 from .kv import KV, KVError, parse_double, parse_int64
+from .sodium import PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, SIGNATURE_BYTES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python < 3.11; tomli is absent where mypy runs
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+# Annotations only: typing costs both halves of the IMP start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
+if TYPE_CHECKING:
+    from typing import IO, Any, Union
 
-PUBLIC_KEY_BYTES = 32
-SECRET_KEY_BYTES = 64
-SIGNATURE_BYTES = 64
+    MetaValue = Union[str, int, float, bool]
 
 # Upstream refuses cert files larger than this (its TOML parser's offsets
 # are ints); stdin in casign is read under the same limit.
 READ_LIMIT = 10 * 1024 * 1024
 _PATH_MAX = 4096
 
-MetaValue = Union[str, int, float, bool]
 _KINDS = {str: "s", bool: "b", int: "i", float: "d"}
-
-
-def _sodium() -> ModuleType:
-    # Imported on first use: loading libsodium costs ~13 ms, which paths
-    # that only validate a config naming "curve" should not pay.
-    import nacl.bindings
-
-    return nacl.bindings
 
 
 class CertError(SignError):
@@ -98,7 +83,7 @@ class Cert:
     @classmethod
     def create(cls) -> Cert:
         """A fresh key pair with metadata ``algorithm = "ed25519"``."""
-        public, secret = _sodium().crypto_sign_keypair()
+        public, secret = sodium.keypair()
         cert = cls(KV(), public, secret)
         cert.meta_set("algorithm", "ed25519")
         return cert
@@ -173,10 +158,7 @@ class Cert:
         """Base64 Ed25519 signature over ``data`` (needs the secret key)."""
         if self.secret_key is None:
             raise CertError(errno.EINVAL)
-        # crypto_sign with the 64-byte key is exactly libsodium's detached
-        # signature: it uses the key's embedded public half, as upstream.
-        signed = _sodium().crypto_sign(data, self.secret_key)
-        return b64.encode(signed[:SIGNATURE_BYTES])
+        return b64.encode(sodium.sign_detached(data, self.secret_key))
 
     def verify_detached(self, signature: str | bytes, data: bytes) -> bool:
         """True if ``signature`` (base64, 64 bytes) signs ``data``."""
@@ -184,7 +166,7 @@ class Cert:
             sig = b64.decode_sized(signature, SIGNATURE_BYTES)
         except ValueError:
             return False
-        return _verify(sig, data, self.public_key)
+        return sodium.verify_detached(sig, data, self.public_key)
 
     def _ca_signed_bytes(self) -> bytes:
         # What a CA signs: the public key (note the underscore in the key
@@ -198,14 +180,13 @@ class Cert:
         """Sign ``cert`` with this (CA) cert's secret key; store it in ``cert``."""
         if self.secret_key is None:
             raise CertError(errno.EINVAL)
-        signed = _sodium().crypto_sign(cert._ca_signed_bytes(), self.secret_key)
-        cert.signature = signed[:SIGNATURE_BYTES]
+        cert.signature = sodium.sign_detached(cert._ca_signed_bytes(), self.secret_key)
 
     def verify_cert(self, cert: Cert) -> bool:
         """True if ``cert`` carries a valid signature by this (CA) cert."""
         if cert.signature is None:
             return False
-        return _verify(cert.signature, cert._ca_signed_bytes(), self.public_key)
+        return sodium.verify_detached(cert.signature, cert._ca_signed_bytes(), self.public_key)
 
     # -- kv form (embedded in a J header, sent over privsep) -----------------
     def to_kv(self) -> KV:
@@ -360,16 +341,6 @@ class Cert:
 
 
 # -- helpers -------------------------------------------------------------------
-def _verify(signature: bytes, data: bytes, public_key: bytes) -> bool:
-    from nacl.exceptions import CryptoError
-
-    try:
-        _sodium().crypto_sign_open(signature + data, public_key)
-    except CryptoError:
-        return False
-    return True
-
-
 def _decode_key(text: str, size: int) -> bytes:
     try:
         return b64.decode_sized(text, size)
@@ -409,7 +380,7 @@ def _parse_toml(data: str | bytes) -> dict[str, Any]:
         # Upstream parses a C string: anything after a NUL is not seen.  It
         # does not validate UTF-8 either, so stray bytes pass through strings.
         text = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-        doc: dict[str, Any] = tomllib.loads(text)
+        doc = certtoml.loads(text)
     except (ValueError, RecursionError) as exc:  # incl. TOMLDecodeError
         raise CertError(errno.EINVAL) from exc
     return doc
@@ -433,17 +404,13 @@ def _set_toml_meta(cert: Cert, key: str, value: object) -> None:
                 raise CertError(errno.EINVAL) from exc
     elif isinstance(value, float):
         cert.meta_set(key, value)
-    elif isinstance(value, datetime.datetime):
-        # Read as UTC wall-clock fields: zone and fraction are ignored.
-        t = calendar.timegm(
-            (value.year, value.month, value.day, value.hour, value.minute, value.second)
-        )
-        if t < 0:
+    else:
+        # A date-time, read as UTC wall-clock fields (zone and fraction are
+        # ignored); not a date or time alone, arrays, sub-tables.
+        t = certtoml.seconds(value)
+        if t is None or t < 0:
             raise CertError(errno.EINVAL)
         cert.meta_set(key, t, "t")
-    else:
-        # date or time alone, arrays, sub-tables
-        raise CertError(errno.EINVAL)
 
 
 def _check_new(path: str, replace: bool) -> None:

@@ -9,13 +9,10 @@ directory.  Checks and messages follow upstream's sign_curve.c in order.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import pwd
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from .. import conf as cf
 from .ca import CA, CAError
@@ -23,8 +20,12 @@ from .cert import READ_LIMIT, Cert, CertError, c_string
 from .errors import SignError
 from .kv import KVError
 
+# Annotations only: typing, dataclasses and contextlib cost both halves of
+# the IMP (each verifies J) start-up time.
+TYPE_CHECKING = False  # mypy reads this as true
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from .context import Context
     from .kv import KV
@@ -39,14 +40,16 @@ _PATH_MAX = 4096
 _EINVAL = os.strerror(errno.EINVAL)
 
 
-@dataclass
 class _State:
     """Per-context state, created by the first successful init."""
 
-    max_ttl: int
-    config: dict[str, Any]
-    cert: Cert | None = None  # the signer's cert, loaded on first prep
-    ca: CA | None = None  # the CA, loaded on first CA-mode verify
+    __slots__ = ("ca", "cert", "config", "max_ttl")
+
+    def __init__(self, max_ttl: int, config: dict[str, Any]) -> None:
+        self.max_ttl = max_ttl
+        self.config = config
+        self.cert: Cert | None = None  # the signer's cert, loaded on first prep
+        self.ca: CA | None = None  # the CA, loaded on first CA-mode verify
 
 
 def _state(ctx: Context) -> _State:
@@ -147,8 +150,10 @@ def _verify_by_home(cert: Cert, userid: int) -> None:
     path = None if user is None else _home_cert_of(user)
     home_cert = None
     if user is not None and path is not None:
-        with contextlib.suppress(CertError):
+        try:  # noqa: SIM105 - contextlib costs the verifiers start-up time
             home_cert = _load_home_cert(user, path)
+        except CertError:
+            pass
     if home_cert is None:
         where = path or "unknown user"
         raise SignError(f"sign-curve-verify: error loading cert from {where}")

@@ -8,7 +8,6 @@ ignored) so that the same header text gives the same time here and there.
 
 from __future__ import annotations
 
-import calendar
 import time
 
 _SPACE = b" \t\n\v\f\r"
@@ -69,9 +68,20 @@ def parse_time(text: str | bytes) -> int | None:
         if s[pos : pos + 1] != sep:
             return None
         pos += 1
-    year, month, day, hour, minute, second = vals
-    try:
-        t = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    except (ValueError, OverflowError):
-        return None
-    return t if t >= 0 else None
+    t = epoch(*vals)
+    return t if t >= 0 else None  # year 0 too, which timegm() refuses
+
+
+def epoch(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
+    """calendar.timegm() of these fields (month 1-12; days, hours, minutes
+    and seconds beyond their range carry over), without its imports: both
+    halves of the IMP read curve timestamps, and calendar brings re,
+    locale, enum and datetime."""
+    # Days since 0000-03-01 in the proleptic Gregorian calendar (years
+    # start in March, so that a leap day ends one), then since 1970-01-01.
+    y = year - (month <= 2)
+    era, year_of_era = divmod(y, 400)
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146097 + day_of_era - 719468
+    return ((days * 24 + hour) * 60 + minute) * 60 + second
