@@ -66,19 +66,22 @@ def find(name: str, privileged: bool) -> Half | None:
     return half
 
 
-def prepare_parent(name: str) -> None:
+def prepare_parent(imp: Imp, name: str) -> None:
     """In the privileged parent, while the child works (before its message
-    arrives): import what the privileged half of command ``name`` will.
+    arrives): import what the privileged half of command ``name`` will, and
+    run its ``prepare(imp)`` if it has one (work on root's own files only).
 
-    The parent would import the same after the message; done now, it runs
-    in parallel with the child instead of after it (5 ms less for exec).
-    ``name`` is the caller's argv[1], only a guess: what runs is still
-    decided by the child's message.  Nothing for a command without a
-    privileged half: the parent never runs such code.
+    Done now, it runs in parallel with the child instead of after it (5 ms
+    less for exec).  ``name`` is the caller's argv[1], only a guess: what
+    runs is still decided by the child's message.  Nothing for a command
+    without a privileged half: the parent never runs such code.
     """
     entry = _COMMANDS.get(name)
     if entry is None or not entry[1]:
         return
-    _import(f"{__package__}.privileged.{entry[0]}")
-    for module in _PARENT_IMPORTS.get(name, ()):
-        _import(module)
+    module = _import(f"{__package__}.privileged.{entry[0]}")
+    for extra in _PARENT_IMPORTS.get(name, ()):
+        _import(extra)
+    prepare: Callable[[Imp], None] | None = getattr(module, "prepare", None)
+    if prepare is not None:
+        prepare(imp)

@@ -166,7 +166,7 @@ def _dispatch(imp: Imp) -> int:
 
     ps = Privsep.start(lambda ps: _child(imp, ps))
     imp.ps = ps
-    commands.prepare_parent(name)
+    commands.prepare_parent(imp, name)
     _parent(imp, ps)
     return 0 if ps.wait() else 1
 

@@ -22,6 +22,7 @@ import os
 import sys
 
 from ... import conf as cf
+from ...sign.errors import SignError
 from ...sign.kv import KV
 from .. import audit, creds, options
 from ..environ import steers_loader
@@ -194,6 +195,16 @@ def _groups(user: pwd.struct_passwd) -> list[int] | None:
 
 
 # ------------------------------------------------------------- the effects
+
+
+def prepare(imp: Imp) -> None:
+    """Before the child's message: load the signing context, as root, from
+    root's config (nothing of the caller's), so it is ready when J comes.
+    A failure is left for parent() to meet again and report in its turn."""
+    try:  # noqa: SIM105 - contextlib costs start-up time
+        imp.security_context()
+    except SignError:
+        pass
 
 
 def parent(imp: Imp, kv: KV) -> None:
