@@ -1,0 +1,202 @@
+"""flux_imp.cfunc: real calls into libc and libmunge, and no ctypes on exec's path."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flux_imp import cfunc as C
+
+from . import impenv, jobs
+
+LIBC = C.Library(None)
+OPT_SOCKET = 8  # munge.h MUNGE_OPT_SOCKET
+
+
+def test_getpid() -> None:
+    getpid = LIBC.function("getpid", C.c_int, [])
+    assert getpid() == os.getpid()
+
+
+def test_strlen_stops_at_nul() -> None:
+    strlen = LIBC.function("strlen", C.c_long, [C.c_char_p])
+    assert (strlen(b"hello"), strlen(b"ab\0cd"), strlen(b"")) == (5, 2, 0)
+
+
+def test_unsigned_argument_and_result() -> None:
+    # setfsuid(-1) is refused and returns the current fsuid (the euid here).
+    setfsuid = LIBC.function("setfsuid", C.c_uint, [C.c_uint])
+    assert setfsuid(0xFFFFFFFF) == os.geteuid()
+
+
+def test_errno_of_a_failing_call() -> None:
+    close = LIBC.function("close", C.c_int, [C.c_int], use_errno=True)
+    C.set_errno(0)
+    assert close(-1) == -1
+    assert C.get_errno() == errno.EBADF
+
+
+def test_errno_only_with_use_errno() -> None:
+    close = LIBC.function("close", C.c_int, [C.c_int])
+    C.set_errno(0)
+    assert close(-1) == -1
+    assert C.get_errno() == 0  # the private copy was not swapped in
+
+
+def test_variadic_syscall() -> None:
+    syscall = LIBC.function("syscall", C.c_long, [C.c_long], use_errno=True)
+    getpid = {"x86_64": 39, "aarch64": 172}.get(os.uname().machine)
+    if getpid is None:
+        pytest.skip("getpid(2)'s number unknown here")
+    assert syscall(getpid) == os.getpid()
+    C.set_errno(0)
+    assert syscall(-1, C.c_int(0), C.c_char_p(None)) == -1
+    assert C.get_errno() == errno.ENOSYS
+
+
+def test_out_pointer() -> None:
+    strtol = LIBC.function("strtol", C.c_long, [C.c_char_p, C.POINTER(C.c_void_p), C.c_int])
+    end = C.c_void_p()
+    text = b"-123xyz"
+    assert strtol(text, C.byref(end), 10) == -123
+    assert end.value is not None and C.string_at(end.value) == b"xyz"
+
+
+def test_time_t() -> None:
+    time = LIBC.function("time", C.c_time_t, [C.POINTER(C.c_time_t)])
+    stored = C.c_time_t()
+    assert time(C.byref(stored)) == stored.value > 1_700_000_000
+
+
+def test_string_buffer_written_by_c() -> None:
+    getcwd = LIBC.function("getcwd", C.c_void_p, [C.c_void_p, C.c_long])
+    buf = C.string_buffer(4096)
+    assert getcwd(buf, C.sizeof(buf)) == C.addressof(buf)
+    cwd = os.getcwd().encode()
+    assert C.string_at(C.addressof(buf)) == cwd
+    assert C.string_at(C.addressof(buf), len(cwd) + 2) == cwd + b"\0\0"
+    assert C.string_at(C.addressof(buf), 0) == b""
+
+
+def test_variable() -> None:
+    environ = LIBC.variable(C.c_void_p, "environ")  # char **
+    first = C.c_void_p.from_address(environ.value).value
+    assert first is not None and b"=" in C.string_at(first)
+
+
+def test_missing_library() -> None:
+    with pytest.raises(OSError, match=r"^libnope\.so\.9: cannot open shared object file"):
+        C.Library("libnope.so.9")
+
+
+def test_missing_symbol() -> None:
+    with pytest.raises(OSError, match="undefined symbol: no_such_function"):
+        LIBC.function("no_such_function", C.c_int, [])
+
+
+def test_munge_round_trip(munged: str) -> None:
+    """munge_encode/munge_decode through the real munged, bound here directly."""
+    lib = C.Library("libmunge.so.2")
+    vp, ip = C.c_void_p, C.c_int
+    ctx_create = lib.function("munge_ctx_create", vp, [])
+    ctx_destroy = lib.function("munge_ctx_destroy", None, [vp])
+    ctx_set = lib.function("munge_ctx_set", ip, [vp, ip])
+    encode = lib.function("munge_encode", ip, [C.POINTER(C.c_char_p), vp, vp, ip])
+    decode = lib.function("munge_decode", ip, [
+        C.c_char_p, vp, C.POINTER(vp), C.POINTER(ip), C.POINTER(C.c_uint), C.POINTER(C.c_uint),
+    ])  # fmt: skip
+    free = LIBC.function("free", None, [vp])
+    ctx = ctx_create()
+    assert ctx
+    try:
+        assert ctx_set(ctx, OPT_SOCKET, C.c_char_p(munged.encode())) == 0
+        cred = C.c_char_p()
+        payload = b"pay\0load"
+        assert encode(C.byref(cred), ctx, payload, len(payload)) == 0
+        text = cred.value
+        free(C.c_void_p.from_buffer(cred))
+        assert text is not None and text.startswith(b"MUNGE:")
+        buf, size, uid, gid = C.c_void_p(), C.c_int(), C.c_uint(), C.c_uint()
+        rc = decode(text, ctx, C.byref(buf), C.byref(size), C.byref(uid), C.byref(gid))
+        assert buf.value is not None
+        decoded = C.string_at(buf.value, size.value)
+        free(buf)
+        assert (rc, decoded, uid.value, gid.value) == (0, payload, os.getuid(), os.getgid())
+    finally:
+        ctx_destroy(ctx)
+
+
+def test_munge_mechanism_loads_no_ctypes(tmp_path: Path, munged: str) -> None:
+    """A munge sign and verify in a fresh interpreter: _ctypes, never ctypes."""
+    conf = tmp_path / "sign.toml"
+    conf.write_text('[sign]\nmax-ttl = 30\ndefault-type = "munge"\nallowed-types = ["munge"]\n'
+                    f'[sign.munge]\nsocket-path = "{munged}"\n')  # fmt: skip
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from flux_imp.sign import DISABLE_PATH_PARANOIA, Context, unwrap, wrap\n"
+        "ctx = Context(DISABLE_PATH_PARANOIA); ctx.configure(sys.argv[2])\n"
+        "assert unwrap(ctx, wrap(ctx, b'x')).payload == b'x'\n"
+        "print(sorted(name for name in sys.modules if 'ctypes' in name))\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(impenv.TOP), str(conf)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout == "['_ctypes']\n"
+
+
+# -- the setuid IMP: neither half of a munge exec imports ctypes --------------
+
+# The launcher runs only an ELF interpreter, so -X importtime comes from a
+# small root-owned wrapper (as bench/importtime_imp.py does).
+WRAPPER_C = r"""
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char *argv[])
+{
+    char *args[argc + 3];
+    args[0] = PYTHON;
+    args[1] = "-X";
+    args[2] = "importtime";
+    memcpy(args + 3, argv + 1, (size_t)argc * sizeof(char *)); /* with the NULL */
+    execv(PYTHON, args);
+    return 127;
+}
+"""
+
+
+def importtime_launcher(imp: impenv.ImpInstall) -> Path:
+    bindir = imp.prefix / "libexec"
+    out = bindir / "flux-imp-importtime"
+    if out.exists():
+        return out
+    source, wrapper = bindir / "python-importtime.c", bindir / "python-importtime"
+    source.write_text(WRAPPER_C)
+    python = os.path.realpath(sys.executable)
+    subprocess.run(["gcc", "-O2", f'-DPYTHON="{python}"', "-o", str(wrapper), str(source)],
+                   check=True)  # fmt: skip
+    os.chmod(wrapper, 0o755)  # root's, run by the launcher as any user
+    subprocess.run(["make", "-s", "-C", str(impenv.MAKEFILE_DIR), f"PYTHON={wrapper}",
+                    f"SITEDIR={imp.site}", "TEST_BUILD=1", f"OUT={out}"], check=True)  # fmt: skip
+    return impenv.make_setuid(out)
+
+
+def test_munge_exec_imports_no_ctypes(
+    imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
+    munged: str, world_tmp: Path,
+) -> None:  # fmt: skip
+    pattern = jobs.write_exec_config(world_tmp, munged, owner, shells=("/bin/true",))
+    setup = jobs.ExecSetup(importtime_launcher(imp), pattern, owner, guest)
+    with jobs.start_exec(setup, ["1"], shell="/bin/true", stdout=subprocess.DEVNULL) as proc:
+        status, err = jobs.finish(proc)
+    imported = [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
+                if line.startswith("import time:") and line.count("|") == 2]  # fmt: skip
+    assert status == 0, err
+    # Both halves verified J through cfunc; the two logs interleave on stderr.
+    assert imported.count("flux_imp.sign.munge") == 2, err
+    assert imported.count("flux_imp.cfunc") == 2, err
+    assert [name for name in imported if name.split(".")[0] == "ctypes"] == [], err
