@@ -14,6 +14,7 @@ import pytest
 from flux_imp import cfunc as C
 
 from . import impenv, jobs
+from .signconf import sign_table
 
 LIBC = C.Library(None)
 OPT_SOCKET = 8  # munge.h MUNGE_OPT_SOCKET
@@ -185,18 +186,29 @@ def importtime_launcher(imp: impenv.ImpInstall) -> Path:
     return impenv.make_setuid(out)
 
 
-def test_munge_exec_imports_no_ctypes(
+@pytest.mark.parametrize("mech", ["munge", "none"])
+def test_exec_imports_no_ctypes(
     imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
-    munged: str, world_tmp: Path,
+    munged: str, world_tmp: Path, mech: str,
 ) -> None:  # fmt: skip
-    pattern = jobs.write_exec_config(world_tmp, munged, owner, shells=("/bin/true",))
+    shells = ("/bin/true",)
+    if mech == "munge":
+        pattern = jobs.write_exec_config(world_tmp, munged, owner, shells=shells)
+        signer = guest
+    else:  # a none J verifies only for the real uid that signed it: the owner's
+        pattern = impenv.write_config(world_tmp, sign_table("none") + impenv.toml_table(
+            "exec", {"allowed-users": [owner.pw_name], "allowed-shells": list(shells)}))
+        signer = owner
     setup = jobs.ExecSetup(importtime_launcher(imp), pattern, owner, guest)
-    with jobs.start_exec(setup, ["1"], shell="/bin/true", stdout=subprocess.DEVNULL) as proc:
+    token = jobs.sign_as(signer, pattern)
+    with jobs.start_exec(setup, ["1"], shell="/bin/true", stdout=subprocess.DEVNULL,
+                         token=token) as proc:  # fmt: skip
         status, err = jobs.finish(proc)
     imported = [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2]  # fmt: skip
     assert status == 0, err
-    # Both halves verified J through cfunc; the two logs interleave on stderr.
-    assert imported.count("flux_imp.sign.munge") == 2, err
-    assert imported.count("flux_imp.cfunc") == 2, err
     assert [name for name in imported if name.split(".")[0] == "ctypes"] == [], err
+    if mech == "munge":
+        # Both halves verified J through cfunc; the two logs interleave on stderr.
+        assert imported.count("flux_imp.sign.munge") == 2, err
+        assert imported.count("flux_imp.cfunc") == 2, err
