@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import calendar
 import errno
 import io
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nacl.bindings
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from flux_imp.sign import b64
+from flux_imp.conf.tomltk import _GiveUp
+from flux_imp.sign import b64, certtoml, timestamp
 from flux_imp.sign.cert import READ_LIMIT, Cert, CertError
 from flux_imp.sign.kv import KV
 
@@ -616,3 +619,73 @@ def test_store_new_needs_a_secret_key(tmp_path: Path) -> None:
         cert.store_new(str(tmp_path / "c"))
     assert info.value.errno == errno.EINVAL
     assert list(tmp_path.iterdir()) == []
+
+
+# -- cert TOML without tomllib (certtoml) ------------------------------------------
+
+
+def _field(lo: int, hi: int, *edges: int) -> st.SearchStrategy[int]:
+    return st.sampled_from(edges) | st.integers(lo, hi)
+
+
+# Fields in and just out of range (Feb 29 of leap and other years, second 60).
+STAMP = st.tuples(
+    _field(0, 10000, 0, 1, 1900, 1969, 1970, 2000, 2023, 2100, 9999, 10000),
+    _field(0, 13, 0, 1, 2, 12, 13), _field(0, 32, 0, 1, 28, 29, 30, 31, 32),
+    _field(0, 24, 0, 23, 24), _field(0, 60, 0, 59, 60), _field(0, 61, 0, 59, 60, 61),
+).map(lambda f: "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}Z".format(*f))  # fmt: skip
+AFTER_STAMP = st.sampled_from(["", "\n", " ", " # c\n", "x", ".5", "+01:00", "Z", ",", "]"])
+
+
+class _TomllibOnly(certtoml._CertParser):
+    def document(self) -> dict[str, object]:
+        raise _GiveUp
+
+
+def loaded_with_tomllib(text: str) -> Cert | None:
+    """Cert.loads(text) with certtoml's fast parser disabled, or None if refused."""
+    saved = certtoml._CertParser
+    certtoml._CertParser = _TomllibOnly  # type: ignore[misc]
+    try:
+        return loaded_or_refused(Cert.loads, text)
+    finally:
+        certtoml._CertParser = saved  # type: ignore[misc]
+
+
+@settings(max_examples=1000)
+@given(STAMP, AFTER_STAMP, st.booleans())
+@example("2023-02-29T00:00:00Z", "", False)
+@example("2024-02-29T00:00:00Z", "", False)
+@example("1900-02-29T00:00:00Z", "", False)
+@example("2000-02-29T00:00:00Z", "", False)
+@example("2023-04-31T00:00:00Z", "", False)
+@example("2023-06-30T00:00:00Z", "", False)
+@example("2100-02-29T00:00:00Z", "", False)
+def test_cert_timestamps_read_as_tomllib_reads_them(stamp: str, after: str, array: bool) -> None:
+    value = f"[{stamp}{after}]" if array else f"{stamp}{after}"
+    text = meta_doc(f'    a = "x"\n    t = {value}\n    n = 7\n')
+    fast = loaded_or_refused(Cert.loads, text)
+    slow = loaded_with_tomllib(text)
+    assert (fast and fast.dumps()) == (slow and slow.dumps())
+
+
+def test_cert_files_are_read_without_tomllib(tmp_path: Path, monkeypatch: Any) -> None:
+    ca, cert = Cert.create(), Cert.create()
+    cert.meta_set("ctime", 1_700_000_000, "t")
+    cert.meta_set("userid", 42)
+    cert.meta_set("ok", True)
+    ca.sign_cert(cert)
+    cert.store(str(tmp_path / "c"))
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    assert Cert.load(str(tmp_path / "c"), secret=True) == cert
+    assert ca.verify_cert(Cert.load(str(tmp_path / "c")))
+    with pytest.raises(ImportError):
+        Cert.loads(meta_doc("    t = 2023-08-18 14:59:45\n"))  # not in the subset
+
+
+@settings(max_examples=2000)
+@given(st.tuples(st.integers(1, 9999), st.integers(1, 12), st.integers(1, 31),
+                 st.integers(0, 23), st.integers(0, 59), st.integers(0, 61)))  # fmt: skip
+def test_epoch_is_timegm(fields: tuple[int, int, int, int, int, int]) -> None:
+    assert timestamp.epoch(*fields) == calendar.timegm((*fields, 0, 0, 0))
