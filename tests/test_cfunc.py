@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from flux_imp import cfunc as C
+from flux_imp.imp import cgroup, creds
 
 from . import impenv, jobs
 from .signconf import sign_table
@@ -148,6 +149,43 @@ def test_munge_mechanism_loads_no_ctypes(tmp_path: Path, munged: str) -> None:
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(impenv.TOP), str(conf)],
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout == "['_ctypes']\n"
+
+
+# -- the IMP's callers ---------------------------------------------------------
+
+
+def test_statfs_type() -> None:
+    assert cgroup._statfs_type("/proc") == 0x9FA0  # PROC_SUPER_MAGIC
+    assert cgroup._statfs_type("/nonexistent/path") is None
+    mounts = cgroup._read_mountinfo()
+    for path in ("/sys/fs/cgroup", "/dev/shm", "/proc"):  # read from mountinfo where certain
+        if os.path.ismount(path):
+            assert cgroup._fs_type(path, mounts) == cgroup._statfs_type(path), path
+
+
+def fs_uid_gid() -> tuple[int, int]:
+    """This thread's file-system uid and gid, as the kernel has them."""
+    with open("/proc/thread-self/status") as status:
+        ids = {line.split(":")[0]: line.split() for line in status}
+    return int(ids["Uid"][4]), int(ids["Gid"][4])
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching to another user's fs ids needs root")
+def test_with_fs_ids() -> None:
+    assert creds.with_fs_ids(65534, 65533, fs_uid_gid) == (65534, 65533)
+    assert fs_uid_gid() == (os.geteuid(), os.getegid())
+    pid = os.fork()
+    if pid == 0:  # a user may not take root's fs ids
+        code = 1
+        try:
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            creds.with_fs_ids(0, 0, fs_uid_gid)
+        except OSError as exc:
+            code = 0 if exc.errno == errno.EPERM and fs_uid_gid() == (65534, 65534) else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
 
 
 # -- the setuid IMP: neither half of a munge exec imports ctypes --------------
