@@ -63,7 +63,8 @@ class Library:
     __slots__ = ("handle",)
 
     def __init__(self, soname: str | None) -> None:
-        # Pass a bare soname: the search path is ld.so's, none of the caller's.
+        # Callers pass a bare soname: ld.so's search, nothing from the caller.
+        # None is dlopen(NULL), which typeshed's stub leaves out.
         self.handle: int = _ctypes.dlopen(soname, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]
 
     def function(
