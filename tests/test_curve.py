@@ -571,3 +571,22 @@ def test_none_mechanism_does_not_import_nacl(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+
+
+def test_allowing_curve_does_not_import_it(tmp_path: Path) -> None:
+    # Validating [sign] checks the names; only a J's mechanism is imported.
+    (tmp_path / "sign.toml").write_text(
+        '[sign]\nmax-ttl = 30\ndefault-type = "curve"\nallowed-types = ["curve", "none"]\n'
+    )
+    code = (
+        "import sys\n"
+        "from flux_imp.sign import Context, DISABLE_PATH_PARANOIA, wrap, unwrap\n"
+        "ctx = Context(DISABLE_PATH_PARANOIA)\n"
+        f"ctx.configure({str(tmp_path / '*.toml')!r})\n"
+        "unwrap(ctx, wrap(ctx, b'x', 'none'))\n"
+        "assert 'flux_imp.sign.curve' not in sys.modules, 'curve imported'\n"
+        "assert 'flux_imp.sign.none' in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
