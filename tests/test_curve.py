@@ -18,6 +18,7 @@ import pytest
 from flux_imp.sign import NOVERIFY, Context, SignError, unwrap, unwrap_anymech, wrap, wrap_as
 from flux_imp.sign import ca as ca_mod
 from flux_imp.sign import curve as curve_mod
+from flux_imp.sign import token as token_mod
 from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert
 from flux_imp.sign.kv import KV
@@ -590,3 +591,29 @@ def test_allowing_curve_does_not_import_it(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=root)
+
+
+# -- prepare_verify: the IMP's parent, before its J comes ------------------------------
+def test_prepare_verify_loads_the_ca_before_any_token(pki: Pki) -> None:
+    token = wrap(pki.context(), b"x")
+    verifier = pki.context("v")
+    token_mod.prepare_verify(verifier)
+    os.unlink(pki.root / "ca.pub")  # loaded already: no longer read
+    assert unwrap(verifier, token) == (b"x", UID, "curve")
+
+
+def test_prepare_verify_leaves_a_failure_to_the_verify(pki: Pki) -> None:
+    """Same error as without it, and at the same point: the verify."""
+    token = wrap(pki.context(), b"")
+    os.unlink(pki.root / "ca.pub")
+    expected = error(unwrap, pki.context("plain"), token)
+    assert expected.startswith("sign-curve-verify: ca: ")
+    verifier = pki.context("v")
+    token_mod.prepare_verify(verifier)  # no exception
+    assert error(unwrap, verifier, token) == expected
+
+
+def test_prepare_verify_raises_for_an_invalid_sign_table(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path, '[sign]\nmax-ttl = 0\ndefault-type = "none"\n'
+                                 'allowed-types = ["none"]\n')
+    assert error(token_mod.prepare_verify, ctx) == error(token_mod.sign_config, ctx)

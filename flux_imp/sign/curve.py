@@ -120,6 +120,15 @@ class CurveMech:
         except CertError as exc:
             raise SignError(f"sign-curve: {exc.text}") from exc
 
+    def warm(self, ctx: Context) -> None:
+        """Before any J: load the CA a CA-mode verify will need."""
+        state = _state(ctx)
+        if cf.as_bool(state.config.get("require-ca")):
+            try:
+                _ca(ctx, state)
+            except CAError as exc:
+                raise SignError(f"sign-curve-verify: ca: {exc.text}") from exc
+
     def verify(self, ctx: Context, header: KV, data: bytes, signature: bytes) -> None:
         state = _state(ctx)
         now = int(time.time())
@@ -220,17 +229,22 @@ def _verify_by_ca(
 ) -> None:
     # The cert authenticates userid if the CA signed it for userid.
     try:
-        if state.ca is None:
-            try:
-                table = ctx.get_config("ca")
-            except SignError as exc:
-                raise SignError("sign-curve-verify: [ca] config missing") from exc
-            ca = CA(table)
-            ca.load(secret=False)
-            state.ca = ca
-        state.ca.authenticate(cert, userid, ctime, now)
+        _ca(ctx, state).authenticate(cert, userid, ctime, now)
     except CAError as exc:
         raise SignError(f"sign-curve-verify: ca: {exc.text}") from exc
+
+
+def _ca(ctx: Context, state: _State) -> CA:
+    """The CA's public half, loaded on first use (CAError, SignError)."""
+    if state.ca is None:
+        try:
+            table = ctx.get_config("ca")
+        except SignError as exc:
+            raise SignError("sign-curve-verify: [ca] config missing") from exc
+        ca = CA(table)
+        ca.load(secret=False)
+        state.ca = ca
+    return state.ca
 
 
 MECH = CurveMech()

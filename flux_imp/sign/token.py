@@ -71,6 +71,28 @@ def lookup_mech(name: str) -> Mechanism | None:
     return mech
 
 
+def prepare_verify(ctx: Context) -> None:
+    """Do now what verifying any J with ``ctx`` will need: validate
+    ``[sign]``, import and init each allowed mechanism, and let it load what
+    it reads from the config's files (curve: the CA).  For a process with
+    time to spare before its J comes (the IMP's parent while its child
+    works).  Raises SignError on the first invalid ``[sign]``; a mechanism
+    that fails is skipped: its verify meets the same error again, as
+    nothing is cached half-done."""
+    table = sign_config(ctx)
+    for name in table["allowed-types"]:  # validated: a non-empty array of names
+        mech = lookup_mech(name)
+        if mech is None:
+            continue
+        try:
+            mech.init(ctx, table)
+            warm = getattr(mech, "warm", None)  # only where there is something to load
+            if warm is not None:
+                warm(ctx)
+        except SignError:
+            continue
+
+
 def sign_config(ctx: Context) -> dict[str, Any]:
     """The validated ``[sign]`` table; validated lazily, once per context."""
     cached = ctx.aux.get("flux::sign")
