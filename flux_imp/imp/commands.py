@@ -34,7 +34,7 @@ _COMMANDS = {
 # child's message), beside the half's module itself.  Only a hint for
 # prepare_parent(): nothing else depends on it.
 _PARENT_IMPORTS = {
-    "exec": ("flux_imp.imp.proxy", "flux_imp.sign.munge"),
+    "exec": ("flux_imp.imp.proxy",),  # the mechanisms: exec's prepare()
 }
 
 

@@ -198,11 +198,16 @@ def _groups(user: pwd.struct_passwd) -> list[int] | None:
 
 
 def prepare(imp: Imp) -> None:
-    """Before the child's message: load the signing context, as root, from
-    root's config (nothing of the caller's), so it is ready when J comes.
-    A failure is left for parent() to meet again and report in its turn."""
+    """Before the child's message, while it works: load the signing context
+    as root from root's config (nothing of the caller's) and ready what
+    verifying J will need (the mechanisms, curve's CA); look the caller up,
+    which loads the NSS modules.  A failure is left for parent() to meet
+    again and report in its turn."""
+    from ...sign.token import prepare_verify
+
+    imp.real_user_name()
     try:  # noqa: SIM105 - contextlib costs start-up time
-        imp.security_context()
+        prepare_verify(imp.security_context())
     except SignError:
         pass
 
