@@ -145,6 +145,7 @@ class ImpInstall:
     installed: Path  # setuid; the production build (ignores every override)
     unprivileged: Path  # the test build, not setuid (mode 0755)
     gate: Gate  # who may run them
+    proxy: Path | None = None  # flux-imp-proxy, root 0755: what the setuid builds linger as
 
 
 def _make_site(site: Path) -> None:
@@ -165,14 +166,20 @@ def _make_site(site: Path) -> None:
 
 
 def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
-           module: str = "flux_imp.imp.main") -> None:
+           module: str = "flux_imp.imp.main") -> Path:
+    """A launcher at ``out`` and, next to it, the lingering helper it names
+    (flux-imp-proxy, root 0755, as a package installs it); the helper's path."""
     python = os.path.realpath(sys.executable)
+    proxy = out.parent / "flux-imp-proxy"
     subprocess.run(
         ["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={python}", f"SITEDIR={site}",
          f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"MODULE={module}",
-         f"OUT={out}"],
+         f"OUT={out}", f"PROXY={proxy}", f"PROXY_OUT={proxy}"],
         check=True,
     )
+    os.chown(proxy, 0, 0)
+    os.chmod(proxy, 0o755)  # never setuid: the root parent execs it
+    return proxy
 
 
 def build_installed(inst: ImpInstall, out: Path, sysconfdir: str) -> Path:
@@ -189,7 +196,7 @@ def build(prefix: Path, gate: Gate) -> ImpInstall:
     bindir = prefix / "libexec"
     bindir.mkdir()
     inst = ImpInstall(prefix, site, bindir / "flux-imp-test", bindir / "flux-imp",
-                      bindir / "flux-imp-unpriv", gate)
+                      bindir / "flux-imp-unpriv", gate, bindir / "flux-imp-proxy")
     _build(site, inst.test_build, 1)
     _build(site, inst.installed, 0)
     shutil.copy(inst.test_build, inst.unprivileged)

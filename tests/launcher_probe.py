@@ -48,7 +48,8 @@ def _mapped_files() -> list[str]:
                        if len(line.split(None, 5)) == 6 and "/" in line})  # fmt: skip
 
 
-def main(test_build: int, sysconfdir: str, test_pattern: str | None = None) -> None:
+def main(test_build: int, sysconfdir: str, test_pattern: str | None = None,
+         proxy: str = "") -> None:
     fds_at_start = _open_fds()
     for arg in sys.argv[1:]:
         if arg.startswith("--probe-import="):
@@ -105,6 +106,7 @@ def main(test_build: int, sysconfdir: str, test_pattern: str | None = None) -> N
         "test_build": test_build,
         "sysconfdir": sysconfdir,
         "test_pattern": test_pattern,
+        "proxy": proxy,
         "mapped": _mapped_files(),
         "modules": {
             name: _module_file(name)

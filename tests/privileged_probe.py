@@ -37,8 +37,8 @@ class _Recorder:
                 os.close(fd)
 
 
-def main(test_build: int, sysconfdir: str) -> None:
+def main(test_build: int, sysconfdir: str, proxy: str = "") -> None:
     sys.meta_path.insert(0, _Recorder)
     from flux_imp.imp.main import main as imp_main
 
-    imp_main(test_build, sysconfdir)
+    imp_main(test_build, sysconfdir, proxy=proxy)

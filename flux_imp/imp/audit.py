@@ -301,6 +301,16 @@ class Trail:
     def decide(self, outcome: str, **fields: Value) -> None:
         record(self.event, outcome, **self.fields, **fields)
 
+    def deferred(self, outcome: str, **fields: Value) -> tuple[int, str]:
+        """decide()'s record, for flux-imp-proxy (the C lingering parent,
+        same pid) to send later as record() would: its syslog priority and
+        what follows the timestamp in syslog and the fallback file alike,
+        ``flux-imp[PID]: <record>``.  Never for ``allowed`` (audit-required
+        is record()'s alone)."""
+        text = format_record(self.event, outcome, {**self.fields, **fields})
+        level = _NOTICE if outcome == "allowed" else _WARNING
+        return _AUTHPRIV | level, f"flux-imp[{os.getpid()}]: {text}"
+
     def refusals(self) -> _Refusals:
         """Record any failure inside the block as a refusal, then re-raise."""
         return _Refusals(self)

@@ -12,6 +12,19 @@ then it stays a zombie, which keeps its pid (and so its process group id)
 from being given to another process that a forwarded signal or SIGUSR1's
 SIGKILL would then hit.
 
+Where the launcher names its helper (``imp.proxy``: flux-imp-proxy, a
+small C program built with it, packaging/launcher/flux-imp-proxy.c), the
+parent execs that helper right after the fork and it lingers instead, in
+far less memory than an interpreter holds.  Every decision is made here
+first (:func:`_hand_over`); the helper only carries them out, with the same
+messages, notifications, audit record and exit.  Signals stay blocked
+across the exec, and a blocked signal stays pending through execve, so
+none sent during the hand-over is lost.  Python lingers itself when the
+launcher names no helper (not setuid, or none installed) and when a PAM
+session is open: pam_close_session must run in the process that opened
+the session, whose modules keep their state in it (a site with
+``pam-support`` pays the interpreter's memory for every running job).
+
 Signals are handled synchronously: the parent keeps every signal blocked
 and takes the ones it handles (and SIGCHLD) with sigwaitinfo.  A Python
 handler only runs between bytecodes, so a signal arriving just before a
@@ -28,6 +41,7 @@ import os
 import sys
 import time
 
+from . import sdnotify
 from .log import ImpError, die, log
 from .sdnotify import notify, sd_notify
 
@@ -71,16 +85,20 @@ _WAITED = _HANDLED | {signal.SIGCHLD}
 _CGROUP_POLL = 1.0  # seconds; cgroup.procs cannot be watched
 _JOB_POLL = 0.05  # seconds; a job cgroup's cgroup.events is cheap to read
 _SETTLE = 0.002  # after a signal, let killed processes leave cgroup.procs
+_MAX_ARG = 131072 - 64  # bytes of one argv or environment string execve takes, with room
 
 
 def spawn_and_proxy(
     imp: Imp, exec_child: Callable[[], NoReturn], *, signal_group: bool = False,
     job_cgroup: JobCgroup | None = None, finish: Callable[[], None] | None = None,
+    deferred_finish: Callable[[], tuple[int, str, str] | None] | None = None,
 ) -> NoReturn:
     """Fork ``exec_child`` (in its own process group if ``signal_group``)
     and stay as its proxy until it and its cgroup (``job_cgroup`` if given,
     which the child enters itself) are gone, then call ``finish``; never
-    returns."""
+    returns.  With ``imp.proxy``, the helper lingers instead, unless there
+    is a ``finish`` and ``deferred_finish`` (what the helper does in its
+    place: Containment.deferred_finish) is missing or says None."""
     # An ignored SIGCHLD (possible without the launcher) would reap the child.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
@@ -102,6 +120,13 @@ def spawn_and_proxy(
     socket = imp.env.get("NOTIFY_SOCKET")
     _notify_or_warn(socket, "READY=1")
     sd_notify(socket, "STATUS=IMP is monitoring child and forwarding signals")
+    helper = getattr(imp, "proxy", "")  # a stand-in Imp (tests) may have no helper
+    if helper:
+        records = (0, "", "") if finish is None else None
+        if finish is not None and deferred_finish is not None:
+            records = deferred_finish()
+        if records is not None:
+            _hand_over(helper, proxy, socket, records)  # returns only if it failed
     status = proxy.wait_child()
     _notify_or_warn(socket, "STOPPING=1")
     sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
@@ -111,6 +136,58 @@ def spawn_and_proxy(
         finish()
     sd_notify(socket, "STATUS=cgroup is now empty, exiting")
     _exit_like(status)
+
+
+def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
+               records: tuple[int, str, str]) -> None:
+    """Exec ``helper`` to linger in our place, every signal still blocked.
+
+    Its argv, decided here: PID (the job's process, the IMP's only child),
+    TARGET (where forwarded signals go: PID, or -PID for run's process
+    group), FORWARD (the forwarded signals as a bit mask), GROUP (what
+    SIGUSR1 also SIGKILLs: -PID for run's group, else 0), JOB (the job
+    cgroup, "" for none: SIGUSR1 writes its cgroup.kill, else SIGKILLs its
+    cgroup.procs once; the IMP waits for its cgroup.events to say
+    "populated 0", then removes it), IMPCG (the IMP's own cgroup in
+    cgroup-kill mode, "" for none: SIGUSR1 SIGKILLs its cgroup.procs but the
+    IMP, else the IMP's child; the IMP waits until it alone is left),
+    POLL_MS and SETTLE_MS (that wait's poll, and its pause after a signal),
+    NOTIFY (NOTIFY_SOCKET: "-" if unset, else the checked value, else the
+    errno that makes it unusable), UID and GID (the fs ids to reach a
+    NOTIFY_SOCKET path with), then where and how audit.py sends a record:
+    SYSLOG, FALLBACK_DIR, FALLBACK, PRIORITY.  Its environment holds the job
+    cgroup's "finished" record, for either outcome (FLUX_IMP_RECORD_REMOVED,
+    FLUX_IMP_RECORD_KEPT): only root may read it (/proc/PID/environ), unlike
+    argv.  Returns only if the exec failed; Python lingers then."""
+    from . import audit
+
+    priority, removed, kept = records
+    job = "" if proxy.job is None else proxy.job.path
+    kill_mode = proxy.cgroup.kill_mode and proxy.job is None
+    try:
+        address = sdnotify.checked(socket)
+        where = b"-" if address is None else address
+    except OSError as exc:
+        where = str(exc.errno).encode()
+    env = {name.encode(): text.encode() for name, text in (
+        ("FLUX_IMP_RECORD_REMOVED", removed), ("FLUX_IMP_RECORD_KEPT", kept)) if text}
+    if max(map(len, env.values()), default=0) > _MAX_ARG:
+        return  # execve would refuse it (E2BIG): Python lingers, records whole
+    argv = [os.fsencode(arg) for arg in (
+        helper, str(proxy.pid), str(proxy.target), str(sum(1 << sig for sig in _FORWARDED)),
+        str(proxy.target if proxy.target < 0 and not job else 0), job,
+        proxy.cgroup.path if kill_mode else "",
+        str(round((_JOB_POLL if job else _CGROUP_POLL) * 1000)),
+        str(0 if job else round(_SETTLE * 1000)))]
+    argv += [where, *(os.fsencode(arg) for arg in (
+        str(os.getuid()), str(os.getgid()), audit.SYSLOG, audit.FALLBACK_DIR, audit.FALLBACK,
+        str(priority)))]
+    audit.drain()  # the child's records go before any of ours, as record() has them
+    _flush()
+    try:
+        os.execve(helper, argv, env)  # noqa: S606 - the launcher's helper; argv is data
+    except OSError as exc:
+        log.warn(f"proxy: cannot exec {helper}: {exc.strerror}")
 
 
 def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool) -> NoReturn:

@@ -18,22 +18,31 @@ import os
 _SUN_PATH = 108
 
 
+def checked(env_value: str | None) -> bytes | None:
+    """``NOTIFY_SOCKET``'s value, encoded, once judged usable (a path, or
+    ``@`` and an abstract name); None if unset.  OSError with upstream's
+    errno: EAFNOSUPPORT (neither ``/`` nor ``@``), E2BIG (name too long)."""
+    if env_value is None:
+        return None
+    if not env_value.startswith(("/", "@")):
+        raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+    encoded = env_value.encode("utf-8", "surrogateescape")
+    if len(encoded) >= _SUN_PATH:
+        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
+    return encoded
+
+
 def notify(env_value: str | None, message: str) -> None:
     """Send ``message``; nothing to do if ``env_value`` is None.
 
-    Raises OSError with upstream's errno: EINVAL (empty message),
-    EAFNOSUPPORT (neither ``/`` nor ``@``), E2BIG (name too long), or
-    whatever socket/connect/send report.
+    Raises OSError with upstream's errno: EINVAL (empty message), those of
+    :func:`checked`, or whatever socket/connect/send report.
     """
     if not message:
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    if env_value is None:
+    address = checked(env_value)
+    if address is None:
         return
-    if not env_value.startswith(("/", "@")):
-        raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
-    address = env_value.encode("utf-8", "surrogateescape")
-    if len(address) >= _SUN_PATH:
-        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
     if address.startswith(b"@"):
         # Abstract: a leading NUL, and the length covers the name only.
         address = b"\0" + address[1:]

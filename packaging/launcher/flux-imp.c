@@ -8,6 +8,11 @@
  * data on fd 3, and execs.  Python's first act, as root, is the import guard
  * (bootstrap below).  Everything is fixed at build time.
  *
+ * FLUX_IMP_PROXY, if built in, is the lingering helper (flux-imp-proxy.c)
+ * the root Python parent execs once a job runs.  Judged like the
+ * interpreter when it is there, it is named to Python (main(proxy=...));
+ * absent, or when not running as root, Python lingers itself.
+ *
  * Launch data on fd 3 (a memfd, read by flux_imp/imp/launch.py):
  *   "flux-imp-launch 1\0" "umask=<4 octal digits>\0" "cwd=<path or empty>\0"
  *   "envc=<decimal>\0" then envc strings from environ, each followed by "\0".
@@ -124,12 +129,16 @@
 #else
 #define TEST_PATTERN_ARG ""
 #endif
-static const char bootstrap[] =
-    GUARD
-    "sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH
-    "from " FLUX_IMP_MODULE " import main;"
-    "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\""
-    TEST_PATTERN_ARG ")";
+#define BOOTSTRAP(proxy_arg)                                                   \
+    GUARD                                                                      \
+    "sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH                \
+    "from " FLUX_IMP_MODULE " import main;"                                    \
+    "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\"" \
+    TEST_PATTERN_ARG proxy_arg ")"
+static const char bootstrap[] = BOOTSTRAP(""); /* Python lingers itself */
+#ifdef FLUX_IMP_PROXY
+static const char bootstrap_proxy[] = BOOTSTRAP(",proxy=\"" FLUX_IMP_PROXY "\"");
+#endif
 
 /* What kind of build this is, for `make install` to read off the binary:
  * it refuses to install a test build. */
@@ -288,8 +297,8 @@ static void check_elf(const char *path)
  * real path (the directories holding what is actually run).  SITEDIR is
  * on sys.path, so nobody but root may add modules to it either.  What is
  * imported from there (and from the standard library) is the import
- * guard's to judge, file by file. */
-static void check_install(void)
+ * guard's to judge, file by file.  Returns the bootstrap to run. */
+static const char *check_install(void)
 {
     static const char *const paths[] = {FLUX_IMP_PYTHON, FLUX_IMP_SITEDIR,
 #ifdef FLUX_IMP_SITEARCH
@@ -304,6 +313,25 @@ static void check_install(void)
         check_root_only(real);
     }
     check_elf(FLUX_IMP_PYTHON);
+#ifdef FLUX_IMP_PROXY
+    /* The helper the root Python parent execs: judged the same way, if it
+     * is there; absent, nothing runs it and Python lingers itself. */
+    struct stat st;
+    if (FLUX_IMP_PROXY[0] != '/') {
+        errno = EINVAL; /* never search PATH or resolve against cwd */
+        die("the lingering helper must be absolute");
+    }
+    if (stat(FLUX_IMP_PROXY, &st) < 0 && errno == ENOENT)
+        return bootstrap;
+    check_root_only(FLUX_IMP_PROXY);
+    if (!realpath(FLUX_IMP_PROXY, real))
+        die(FLUX_IMP_PROXY);
+    check_root_only(real);
+    check_elf(FLUX_IMP_PROXY);
+    return bootstrap_proxy;
+#else
+    return bootstrap;
+#endif
 }
 
 /* The interpreter's environment: LC_ALL, and nothing the caller set, with
@@ -352,8 +380,7 @@ int main(int argc, char *argv[])
         errno = EINVAL; /* never search PATH or resolve against cwd */
         die("interpreter and site dir must be absolute");
     }
-    if (geteuid() == 0)
-        check_install();
+    const char *code = geteuid() == 0 ? check_install() : bootstrap; /* the helper: root's */
 
     /* -I: ignore PYTHON* and the user site, no script dir on sys.path;
      * -S: no site.py, so no .pth files run; -B: root writes no bytecode
@@ -362,7 +389,7 @@ int main(int argc, char *argv[])
     char **args = calloc(nargs + 7, sizeof(char *));
     if (!args)
         die("calloc");
-    const char *head[] = {FLUX_IMP_PYTHON, "-I", "-S", "-B", "-c", bootstrap};
+    const char *head[] = {FLUX_IMP_PYTHON, "-I", "-S", "-B", "-c", code};
     memcpy(args, head, sizeof(head));
     for (size_t k = 0; k < nargs; k++)
         args[6 + k] = argv[k + 1]; /* passed through as data, never interpreted */

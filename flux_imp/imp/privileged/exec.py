@@ -253,7 +253,8 @@ def carry_out(plan: ExecPlan, imp: Imp, trail: audit.Trail) -> NoReturn:
 
     if job is None:
         spawn_and_proxy(imp, exec_child)
-    spawn_and_proxy(imp, exec_child, job_cgroup=job.cgroup, finish=job.finish)
+    spawn_and_proxy(imp, exec_child, job_cgroup=job.cgroup, finish=job.finish,
+                    deferred_finish=job.deferred_finish)
 
 
 def _leave_callers_session() -> None:

@@ -305,6 +305,19 @@ class Containment:
 
     # ---------------------------------------------------- after the job
 
+    def deferred_finish(self) -> tuple[int, str, str] | None:
+        """finish()'s audit record for a lingering parent that is not Python
+        (flux-imp-proxy), formatted now: (syslog priority, the record if the
+        cgroup is removed, if not), empty texts without a job cgroup.  None
+        when finish() must run here: pam_close_session belongs in the
+        process that opened the session (its modules keep state there)."""
+        if self.pam is not None:
+            return None
+        if self.cgroup is None:
+            return 0, "", ""
+        priority, removed = self.trail.deferred("finished", cgroup_removed="yes")
+        return priority, removed, self.trail.deferred("finished", cgroup_removed="no")[1]
+
     def finish(self, audited: bool = True) -> None:
         """After the job (its cgroup empty): remove the cgroup, close PAM."""
         removed = self.cgroup.remove() if self.cgroup is not None else None
