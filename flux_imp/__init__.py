@@ -20,8 +20,9 @@ the unprivileged side loads from the privileged folder.
 
 __version__ = "0.15.0"
 
-# The setuid entry point, in C: runs before any of the modules below.
-PRIVILEGED_SOURCES = ("packaging/launcher/flux-imp.c",)
+# In C, run as root: the setuid entry point (before any module below) and
+# the helper that lingers for a running job (after them).
+PRIVILEGED_SOURCES = ("packaging/launcher/flux-imp.c", "packaging/launcher/flux-imp-proxy.c")
 # Never run as root: the child's folder, what only a user runs, and a
 # module that only type checkers read (mech: the mechanisms' Protocol), and
 # what the IMP never imports: the flux-security admin tool and flux-core's
