@@ -8,7 +8,8 @@ The tree says who runs what:
   the caller, after it dropped privilege for good;
 * everything else both may load: ``flux_imp/imp/*.py`` (start-up, privsep,
   logging, audit, the rules both halves apply), ``flux_imp/conf/`` and
-  ``flux_imp/sign/`` (but the flux-sign CLI), ``paths`` and ``text``.
+  ``flux_imp/sign/`` (but the flux-sign CLI), ``paths``, ``text`` and
+  ``cfunc`` (the few C calls, on ``_ctypes``).
 
 Start an audit at ``PRIVILEGED_MODULES``: every project module whose code
 may run with euid 0, derived from that layout (computed on first use, so

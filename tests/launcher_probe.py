@@ -112,6 +112,10 @@ def main(test_build: int, sysconfdir: str, test_pattern: str | None = None,
             name: _module_file(name)
             for name in ("flux_imp", "flux_imp.imp.launch", "tests", "tests.launcher_probe")
         },
+        # Which importer loaded the launch module: flux_imp/imp/loader.py's
+        # Loader for a byte-compiled site, else the standard one.
+        "launch_loader": getattr(getattr(sys.modules.get("flux_imp.imp.launch"), "__loader__",
+                                         None), "__name__", None),
         "site_loaded": sorted(
             name for name in ("site", "sitecustomize", "usercustomize") if name in sys.modules
         ),

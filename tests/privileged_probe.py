@@ -22,22 +22,30 @@ _LOG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "imports.log")
 
 
+def _record(name: str) -> None:
+    kind = "root" if os.geteuid() == 0 else "user"
+    line = f"{kind} {os.getpid()} {name}\n".encode()
+    fd = os.open(_LOG, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 class _Recorder:
     """A meta path finder that finds nothing and writes down what it was asked."""
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> None:
         if name == "flux_imp" or name.startswith("flux_imp."):
-            kind = "root" if os.geteuid() == 0 else "user"
-            line = f"{kind} {os.getpid()} {name}\n".encode()
-            fd = os.open(_LOG, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            _record(name)
 
 
 def main(test_build: int, sysconfdir: str, proxy: str = "") -> None:
+    # What the launcher's bootstrap loaded before this ran (its importer).
+    for name in sorted(sys.modules):
+        if name == "flux_imp" or name.startswith("flux_imp."):
+            _record(name)
     sys.meta_path.insert(0, _Recorder)
     from flux_imp.imp.main import main as imp_main
 

@@ -8,6 +8,7 @@ The launch-data reader (flux_imp/imp/launch.py) is unit-tested at the end.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -128,6 +129,8 @@ def make_site(dest: Path) -> Path:
     (dest / "tests").mkdir()
     shutil.copy(TOP / "tests" / "__init__.py", dest / "tests" / "__init__.py")
     shutil.copy(TOP / "tests" / "launcher_probe.py", dest / "tests" / "launcher_probe.py")
+    # Byte-compiled, as a package install leaves it (the launcher runs -B).
+    compileall.compile_dir(str(dest / "flux_imp"), quiet=1)
     _normalize_modes(dest)
     return dest
 
@@ -325,6 +328,7 @@ def test_interpreter_is_isolated(baseline: dict[str, Any], site: Path) -> None:
     for entry in baseline["path"][:-1]:
         assert entry.startswith(f"{sys.base_prefix}/lib/python"), entry
         assert "-packages" not in entry
+    assert baseline["launch_loader"] == "Loader"  # flux_imp/imp/loader.py's
     assert baseline["modules"] == {
         "flux_imp": f"{site}/flux_imp/__init__.py",
         "flux_imp.imp.launch": f"{site}/flux_imp/imp/launch.py",
@@ -471,7 +475,8 @@ def test_deleted_cwd_is_recorded_as_unknown(
 
 def test_no_bytecode_is_written(baseline: dict[str, Any], site: Path) -> None:
     assert baseline["flags"]["dont_write_bytecode"] == 1
-    assert list(site.rglob("__pycache__")) == []
+    # tests/ is imported uncompiled (flux_imp comes compiled, as installed).
+    assert list((site / "tests").rglob("__pycache__")) == []
 
 
 # --------------------------------------------------------- file descriptors
@@ -800,6 +805,7 @@ def test_make_install_production_build(tmp_path: Path) -> None:
     binary = installed.read_bytes()
     bootstrap = (  # after the import guard (tests/test_harden_launcher.py)
         f'\nsys.path.append("{VENV_SITE}");'
+        "from flux_imp.imp.loader import install;install(judge if geteuid() == 0 else None);"
         'from flux_imp.imp.main import main;main(test_build=0,sysconfdir="/etc")'
     )
     assert bootstrap.encode() + b"\0" in binary

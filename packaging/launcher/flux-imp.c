@@ -78,7 +78,10 @@
  *
  * Then SITEDIR goes after the standard library, as site-packages normally
  * does, so no third-party module there can shadow a standard one; SITEARCH
- * (Fedora keeps compiled extensions in lib64) after it.  SYSCONFDIR is
+ * (Fedora keeps compiled extensions in lib64) after it.  flux_imp's own
+ * modules then load through flux_imp/imp/loader.py, which reads their
+ * byte code directly (a few ms less a start) and, as root, has the guard's
+ * judge() see each file first.  SYSCONFDIR is
  * passed, so the Python side reads exactly the config tree this binary was
  * built for; a test build also passes its TEST_CONFDIR pattern. */
 #define GUARD                                                                  \
@@ -132,6 +135,8 @@
 #define BOOTSTRAP(proxy_arg)                                                   \
     GUARD                                                                      \
     "sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH                \
+    "from flux_imp.imp.loader import install;"                                 \
+    "install(judge if geteuid() == 0 else None);"                              \
     "from " FLUX_IMP_MODULE " import main;"                                    \
     "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\"" \
     TEST_PATTERN_ARG proxy_arg ")"

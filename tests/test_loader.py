@@ -1,0 +1,122 @@
+"""flux_imp.imp.loader: the launcher's importer for flux_imp's byte code.
+
+Each case runs a fresh ``python3 -I -S`` on a byte-compiled copy of the
+package, as the launcher starts it, and compares with the standard finder.
+"""
+
+from __future__ import annotations
+
+import compileall
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flux_imp
+
+PACKAGE = Path(flux_imp.__file__).resolve().parent
+
+# Imports every module of the copy at sys.argv[1] (the loader first if
+# sys.argv[2] == "loader"), then prints what each module looks like.
+PROBE = r"""
+import json, sys
+site, mode = sys.argv[1], sys.argv[2]
+sys.path.append(site)
+seen = []
+if mode == "loader":
+    from flux_imp.imp.loader import Finder, install
+    install(seen.append)
+names = [line for line in sys.stdin.read().split()]
+for name in names:
+    __import__(name)
+out = {}
+for name in names:
+    m = sys.modules[name]
+    out[name] = {"file": m.__file__, "cached": getattr(m, "__cached__", None),
+                 "loader": type(m.__loader__).__name__ if not isinstance(m.__loader__, type)
+                           else m.__loader__.__name__,
+                 "path": list(getattr(m, "__path__", []) or []),
+                 "names": sorted(k for k in vars(m) if not k.startswith("__"))}
+print(json.dumps({"modules": out, "judged": seen}))
+"""
+
+
+def _modules() -> list[str]:
+    # Not the admin tool and the CLIs: they import click, which may be absent here.
+    return [m for m in flux_imp.PRIVILEGED_MODULES if not m.endswith("__main__")]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A byte-compiled copy of the package, as a package install leaves it."""
+    shutil.copytree(PACKAGE, tmp_path / "flux_imp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert compileall.compile_dir(str(tmp_path / "flux_imp"), quiet=1)
+    return tmp_path
+
+
+def _probe(site: Path, mode: str, names: list[str]) -> dict[str, object]:
+    result = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", PROBE, str(site), mode],
+                            input="\n".join(names).encode(), capture_output=True, check=True)
+    found: dict[str, object] = json.loads(result.stdout)
+    return found
+
+
+def test_the_package_ships_no_extension_modules() -> None:
+    """The finder does not look for them (the standard one would, first)."""
+    assert not [p for p in PACKAGE.rglob("*") if p.suffix in (".so", ".pyd")]
+
+
+def test_modules_load_as_the_standard_finder_loads_them(site: Path) -> None:
+    names = _modules()
+    standard = _probe(site, "standard", names)["modules"]
+    ours = _probe(site, "loader", names)["modules"]
+    assert isinstance(standard, dict) and isinstance(ours, dict)
+    for name in names:
+        # What the probe imports to install the loader comes the standard way.
+        first = name in ("flux_imp", "flux_imp.imp", "flux_imp.imp.loader")
+        assert ours[name]["loader"] == ("SourceFileLoader" if first else "Loader"), name
+        assert standard[name]["loader"] == "SourceFileLoader"
+        for key in ("file", "cached", "path", "names"):
+            assert ours[name][key] == standard[name][key], (name, key)
+
+
+def test_each_file_is_judged_before_it_is_read(site: Path) -> None:
+    found = _probe(site, "loader", ["flux_imp.imp.main", "flux_imp.conf"])
+    judged = found["judged"]
+    tag = sys.implementation.cache_tag
+    imp = site / "flux_imp" / "imp"
+    assert str(imp / "main.py") in judged and str(imp / f"__pycache__/main.{tag}.pyc") in judged
+    conf = site / "flux_imp" / "conf"
+    assert str(conf / "__init__.py") in judged
+    assert str(conf / f"__pycache__/__init__.{tag}.pyc") in judged
+
+
+def test_a_stale_or_missing_pyc_is_left_to_the_standard_finder(site: Path) -> None:
+    """An edited source is what runs, never its old byte code."""
+    main = site / "flux_imp" / "imp" / "main.py"
+    main.write_text(main.read_text() + "\nEDITED = 1\n")
+    os.utime(main, (1, 1))
+    tag = sys.implementation.cache_tag
+    (site / "flux_imp" / "imp" / "__pycache__" / f"log.{tag}.pyc").unlink()
+    found = _probe(site, "loader", ["flux_imp.imp.main", "flux_imp.imp.log", "flux_imp.imp.launch"])
+    modules = found["modules"]
+    assert isinstance(modules, dict)
+    assert modules["flux_imp.imp.main"]["loader"] == "SourceFileLoader"
+    assert "EDITED" in modules["flux_imp.imp.main"]["names"]
+    assert modules["flux_imp.imp.log"]["loader"] == "SourceFileLoader"
+    assert modules["flux_imp.imp.launch"]["loader"] == "Loader"
+
+
+def test_a_hash_based_pyc_is_left_to_the_standard_finder(site: Path) -> None:
+    source = site / "flux_imp" / "imp" / "log.py"
+    compileall.compile_file(str(source), quiet=1, force=True,
+                            invalidation_mode=compileall.py_compile.PycInvalidationMode.CHECKED_HASH)
+    found = _probe(site, "loader", ["flux_imp.imp.log"])
+    modules = found["modules"]
+    assert isinstance(modules, dict)
+    assert modules["flux_imp.imp.log"]["loader"] == "SourceFileLoader"
