@@ -9,10 +9,12 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,10 +61,10 @@ def site(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _probe(site: Path, mode: str, names: list[str]) -> dict[str, object]:
+def _probe(site: Path, mode: str, names: list[str]) -> dict[str, Any]:
     result = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", PROBE, str(site), mode],
                             input="\n".join(names).encode(), capture_output=True, check=True)
-    found: dict[str, object] = json.loads(result.stdout)
+    found: dict[str, Any] = json.loads(result.stdout)
     return found
 
 
@@ -115,7 +117,7 @@ def test_a_stale_or_missing_pyc_is_left_to_the_standard_finder(site: Path) -> No
 def test_a_hash_based_pyc_is_left_to_the_standard_finder(site: Path) -> None:
     source = site / "flux_imp" / "imp" / "log.py"
     compileall.compile_file(str(source), quiet=1, force=True,
-                            invalidation_mode=compileall.py_compile.PycInvalidationMode.CHECKED_HASH)
+                            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
     found = _probe(site, "loader", ["flux_imp.imp.log"])
     modules = found["modules"]
     assert isinstance(modules, dict)
