@@ -35,6 +35,7 @@ _COMMANDS = {
 # prepare_parent(): nothing else depends on it.
 _PARENT_IMPORTS = {
     "exec": ("flux_imp.imp.proxy",),  # the mechanisms: exec's prepare()
+    "run": ("flux_imp.imp.proxy",),
 }
 
 

@@ -31,10 +31,9 @@ import pwd
 from .. import conf as cf
 from ..conf.pathcheck import PathError, path_is_secure
 from ..sign.kv import KV
-from . import audit, creds, helper
+from . import audit
 from .environ import unsafe_for_root
 from .log import ImpError, die
-from .proxy import spawn_and_proxy
 from .verdict import Caller, Refusal, refusal_of
 
 TYPE_CHECKING = False  # annotations only: typing costs start-up time
@@ -288,6 +287,10 @@ def _pid1_nice() -> int:
 
 def run(imp: Imp, plan: RunPlan) -> NoReturn:
     """Start the command as ``plan`` says and linger as its parent."""
+    # Only here: a setuid IMP's child never runs a command.
+    from . import creds, helper
+    from .proxy import spawn_and_proxy
+
     try:
         os.chdir(plan.cwd)
     except OSError:
