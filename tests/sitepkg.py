@@ -22,17 +22,19 @@ TOP = Path(__file__).resolve().parents[1]
 DIST = TOP / "packaging" / "dist"
 PACKAGE = "flux-imp"
 IMP = "/usr/libexec/flux/flux-imp"
+HELPER = "/usr/libexec/flux/flux-imp-proxy"  # what the IMP's root parent lingers as
 FLUX_SIGN = "/usr/bin/flux-sign"
 ETC_FLUX = Path("/etc/flux")
 IMP_CONF_D = ETC_FLUX / "imp" / "conf.d"
 MUNGE_RUN = Path("/run/munge")
 MUNGED = "/usr/sbin/munged"
 SITE = Path("/usr/lib/python3/dist-packages")  # where the .deb puts flux_imp
-# A site's IMP config: the owner may exec /usr/bin/id and run a prolog.
+# A site's IMP config: the owner may exec /usr/bin/id (and /usr/bin/sleep,
+# a job that keeps running) and run a prolog.
 IMP_CONF = """\
 [exec]
 allowed-users = [ "{owner}" ]
-allowed-shells = [ "/usr/bin/id" ]
+allowed-shells = [ "/usr/bin/id", "/usr/bin/sleep" ]
 [run.prolog]
 allowed-users = [ "{owner}" ]
 path = "{prolog}"

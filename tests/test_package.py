@@ -9,11 +9,14 @@ back as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
+import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,8 @@ def _contents(deb: Path) -> dict[str, tuple[str, str]]:
 def test_deb_ships_the_setuid_launcher_and_what_a_site_needs(deb: Path) -> None:
     files = _contents(deb)
     assert files[sitepkg.IMP] == ("-rwsr-xr-x", "root/root")
+    # The lingering helper, beside it: root's, 0755, not setuid.
+    assert files[sitepkg.HELPER] == ("-rwxr-xr-x", "root/root")
     assert files["/usr/bin/flux-sign"][0] == "-rwxr-xr-x"
     for path in ("/etc/flux/imp/conf.d", "/etc/flux/security/conf.d/sign.toml",
                  "/usr/share/doc/flux-imp/README.Debian",
@@ -172,6 +177,17 @@ def test_the_interpreter_path_holds_only_root_owned_package_dirs(site: Site) -> 
         assert st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
 
 
+def test_the_helper_is_installed_root_0755_beside_the_launcher(site: Site) -> None:
+    st = os.lstat(sitepkg.HELPER)
+    assert stat.S_ISREG(st.st_mode)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o755)
+    assert os.path.dirname(sitepkg.HELPER) == os.path.dirname(sitepkg.IMP)
+    with open(sitepkg.HELPER, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    # The installed launcher was built to hand its jobs to this one.
+    assert f',proxy="{sitepkg.HELPER}")'.encode() in Path(sitepkg.IMP).read_bytes()
+
+
 def test_diversion_of_upstreams_imp(site: Site) -> None:
     listed = subprocess.run(["dpkg-divert", "--list", sitepkg.IMP], capture_output=True,
                             text=True, check=True).stdout  # fmt: skip
@@ -222,6 +238,70 @@ def test_guest_job_started_by_the_owner_with_an_audit_record(site: Site) -> None
     assert priority == AUTHPRIV_NOTICE
     assert text.startswith("exec half=\"privileged\"")
     assert f'target="{site.guest.pw_name}"' in text and 'outcome="allowed"' in text
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""  # gone, or a zombie
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _uids(pid: int) -> list[int]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return [int(w) for w in next(ln for ln in status if ln.startswith("Uid:")).split()[1:]]
+
+
+def test_a_running_guest_jobs_lingering_parent_is_the_helper(site: Site) -> None:
+    """Once the job runs, the IMP's root parent is flux-imp-proxy, named
+    flux-imp (what flux-core and ps show), and forwards signals to the job."""
+    token = sitepkg.sign(site.guest, b'{"version": 1}')
+    rfd, wfd = os.pipe()  # the request, whole, then end of file
+    os.write(wfd, sitepkg.exec_input(token))
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as request:
+        proc = subprocess.Popen(sitepkg.as_user(site.owner, [sitepkg.IMP, "exec",
+                                                              "/usr/bin/sleep", "600"]),
+                                cwd="/", stdin=request, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)  # fmt: skip
+    jobs: list[int] = []
+    try:
+        # The parent hands over after the fork, the child execs the job
+        # after its own steps: wait for both (a bound, not a timing goal).
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            jobs = _children(proc.pid)
+            if _exe(proc.pid) == sitepkg.HELPER and [_exe(j) for j in jobs] == ["/usr/bin/sleep"]:
+                break
+            time.sleep(0.01)
+        assert _exe(proc.pid) == sitepkg.HELPER
+        assert Path(f"/proc/{proc.pid}/comm").read_text() == "flux-imp\n"
+        assert _uids(proc.pid)[:2] == [site.owner.pw_uid, 0]  # the caller's, root's
+        [job] = jobs
+        assert _exe(job) == "/usr/bin/sleep"
+        assert _uids(job) == [site.guest.pw_uid] * 4
+        os.kill(proc.pid, signal.SIGTERM)  # forwarded to the job; the IMP exits as it did
+        _, stderr = proc.communicate(timeout=60)
+        assert (proc.returncode, stderr) == (-signal.SIGTERM, b"")
+        assert not os.path.exists(f"/proc/{job}")
+    finally:
+        for pid in [*jobs, *([proc.pid] if proc.poll() is None else [])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # never leave the guest's job behind
+        proc.wait()
 
 
 def test_refuses_a_user_not_allowed(site: Site) -> None:
