@@ -1,9 +1,10 @@
 """The RPM: `make -C packaging rpm` (packaging/rpm/build.sh), built once.
 
-Checks what the package holds (setuid launcher, flux-sign, every module
-with valid byte code, man pages, license, config files), what it requires,
-that the launcher's compiled-in paths match where the modules went, and
-that rpmlint (with packaging/rpm/flux-imp.rpmlintrc) reports no errors.
+Checks what the package holds (setuid launcher, its lingering helper,
+flux-sign, every module with valid byte code, man pages, license, config
+files), what it requires, that the launcher's compiled-in paths match where
+the modules and the helper went, and that rpmlint (with
+packaging/rpm/flux-imp.rpmlintrc) reports no errors.
 """
 
 from __future__ import annotations
@@ -131,6 +132,14 @@ def test_setuid_launcher(built: Built) -> None:
     assert (e.mode, e.owner, e.group) == ("-rwsr-xr-x", "root", "root")
 
 
+def test_lingering_helper_beside_the_launcher(built: Built) -> None:
+    """flux-imp-proxy, which the root IMP execs while a job runs: root's,
+    0755, never setuid."""
+    e = built.files.get("/usr/libexec/flux/flux-imp-proxy")
+    assert e is not None, "no /usr/libexec/flux/flux-imp-proxy"
+    assert (e.mode, e.owner, e.group) == ("-rwxr-xr-x", "root", "root")
+
+
 def test_flux_sign(built: Built) -> None:
     e = built.files.get("/usr/bin/flux-sign")
     assert e is not None, "no /usr/bin/flux-sign"
@@ -207,6 +216,9 @@ def test_launcher_paths_match_package(built: Built, payload: Path) -> None:
     # SITEDIR is compiled in: it must be where the package puts flux_imp.
     assert built.sitelib.encode() in data, "launcher SITEDIR is not the package's sitelib"
     assert HOST_PYTHON.encode() + b"\0" in data
+    # The helper it names is the one the package installs, an ELF binary.
+    assert b',proxy="/usr/libexec/flux/flux-imp-proxy")' in data
+    assert (payload / "usr/libexec/flux/flux-imp-proxy").read_bytes()[:4] == b"\x7fELF"
 
 
 def test_man_pages(built: Built) -> None:
