@@ -33,46 +33,6 @@ from bench_imp import TRUE, as_owner, environment
 from tests import impenv
 from tests.jobs import TIMEOUT, ExecSetup, sign_as, start_exec
 
-# The launcher runs only an ELF interpreter (a script's "#!" would escape
-# its checks), so the wrapper adding -X importtime is a small binary.
-WRAPPER_C = r"""
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-int main(int argc, char *argv[])
-{
-    char **args = calloc((size_t)argc + 3, sizeof(char *));
-    if (!args)
-        return 127;
-    args[0] = PYTHON;
-    args[1] = "-X";
-    args[2] = "importtime";
-    memcpy(args + 3, argv + 1, (size_t)argc * sizeof(char *)); /* with the NULL */
-    execv(PYTHON, args);
-    return 127;
-}
-"""
-
-
-def importtime_launcher(setup: ExecSetup) -> Path:
-    """A setuid test launcher, beside ``setup.imp``, running python -X importtime."""
-    bindir = setup.imp.parent
-    site = bindir.parent / "site"
-    source = bindir / "python-importtime.c"
-    source.write_text(WRAPPER_C)
-    wrapper = bindir / "python-importtime"
-    python = os.path.realpath(sys.executable)
-    subprocess.run(["gcc", "-O2", f'-DPYTHON="{python}"', "-o", str(wrapper), str(source)],
-                   check=True)  # fmt: skip
-    os.chmod(wrapper, 0o755)  # noqa: S103 - root's, run by the launcher as any user
-    out = bindir / "flux-imp-importtime"
-    subprocess.run(
-        ["make", "-s", "-C", str(impenv.MAKEFILE_DIR), f"PYTHON={wrapper}", f"SITEDIR={site}",
-         "TEST_BUILD=1", f"OUT={out}"],
-        check=True,
-    )
-    return impenv.make_setuid(out)  # in the bench's gate, as the test launcher
-
 
 def show(title: str, stderr: bytes, min_us: int) -> None:
     print(f"== {title}")
@@ -100,7 +60,7 @@ def main() -> None:
         os.chmod(workdir, 0o755)  # noqa: S103 - the users' homes and config live here
         with environment(workdir) as bench:
             munge = bench.setup("munge")
-            imp = importtime_launcher(munge)
+            imp = impenv.importtime_build(munge.imp.parent, munge.imp.parent.parent / "site")
             setup = ExecSetup(imp, munge.pattern, munge.owner, munge.guest)
             with as_owner(setup, [str(imp), "version"]) as proc:
                 _, err = proc.communicate(timeout=TIMEOUT)

@@ -127,6 +127,42 @@ def _unreachable_by_others(path: Path) -> bool:
     return False
 
 
+# The launcher runs only an ELF interpreter (a script's "#!" would escape
+# its checks), so the wrapper adding -X importtime is a small binary.
+_IMPORTTIME_C = r"""
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char *argv[])
+{
+    char *args[argc + 3];
+    args[0] = PYTHON;
+    args[1] = "-X";
+    args[2] = "importtime";
+    memcpy(args + 3, argv + 1, (size_t)argc * sizeof(char *)); /* with the NULL */
+    execv(PYTHON, args);
+    return 127;
+}
+"""
+
+
+def importtime_build(bindir: Path, site: Path) -> Path:
+    """A setuid test launcher in ``bindir`` (in a gate) on ``site`` whose
+    interpreter is a root-owned wrapper adding ``-X importtime`` (the
+    launcher itself takes no interpreter flags); made once per ``bindir``."""
+    out = bindir / "flux-imp-importtime"
+    if out.exists():
+        return out
+    source, wrapper = bindir / "python-importtime.c", bindir / "python-importtime"
+    source.write_text(_IMPORTTIME_C)
+    python = os.path.realpath(sys.executable)
+    subprocess.run(["gcc", "-O2", f'-DPYTHON="{python}"', "-o", str(wrapper), str(source)],
+                   check=True)  # fmt: skip
+    os.chmod(wrapper, 0o755)
+    subprocess.run(["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={wrapper}",
+                    f"SITEDIR={site}", "TEST_BUILD=1", f"OUT={out}"], check=True)  # fmt: skip
+    return make_setuid(out)
+
+
 def make_setuid(path: Path) -> Path:
     """chown root:root, chmod 4755: only where others cannot reach ``path``."""
     if not _unreachable_by_others(path):

@@ -190,40 +190,6 @@ def test_with_fs_ids() -> None:
 
 # -- the setuid IMP: neither half of a munge exec imports ctypes --------------
 
-# The launcher runs only an ELF interpreter, so -X importtime comes from a
-# small root-owned wrapper (as bench/importtime_imp.py does).
-WRAPPER_C = r"""
-#include <string.h>
-#include <unistd.h>
-int main(int argc, char *argv[])
-{
-    char *args[argc + 3];
-    args[0] = PYTHON;
-    args[1] = "-X";
-    args[2] = "importtime";
-    memcpy(args + 3, argv + 1, (size_t)argc * sizeof(char *)); /* with the NULL */
-    execv(PYTHON, args);
-    return 127;
-}
-"""
-
-
-def importtime_launcher(imp: impenv.ImpInstall) -> Path:
-    bindir = imp.prefix / "libexec"
-    out = bindir / "flux-imp-importtime"
-    if out.exists():
-        return out
-    source, wrapper = bindir / "python-importtime.c", bindir / "python-importtime"
-    source.write_text(WRAPPER_C)
-    python = os.path.realpath(sys.executable)
-    subprocess.run(["gcc", "-O2", f'-DPYTHON="{python}"', "-o", str(wrapper), str(source)],
-                   check=True)  # fmt: skip
-    os.chmod(wrapper, 0o755)  # root's, run by the launcher as any user
-    subprocess.run(["make", "-s", "-C", str(impenv.MAKEFILE_DIR), f"PYTHON={wrapper}",
-                    f"SITEDIR={imp.site}", "TEST_BUILD=1", f"OUT={out}"], check=True)  # fmt: skip
-    return impenv.make_setuid(out)
-
-
 @pytest.mark.parametrize("mech", ["munge", "none"])
 def test_exec_imports_no_ctypes(
     imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
@@ -237,7 +203,8 @@ def test_exec_imports_no_ctypes(
         pattern = impenv.write_config(world_tmp, sign_table("none") + impenv.toml_table(
             "exec", {"allowed-users": [owner.pw_name], "allowed-shells": list(shells)}))
         signer = owner
-    setup = jobs.ExecSetup(importtime_launcher(imp), pattern, owner, guest)
+    setup = jobs.ExecSetup(impenv.importtime_build(imp.prefix / "libexec", imp.site),
+                           pattern, owner, guest)
     token = jobs.sign_as(signer, pattern)
     with jobs.start_exec(setup, ["1"], shell="/bin/true", stdout=subprocess.DEVNULL,
                          token=token) as proc:  # fmt: skip
