@@ -2,9 +2,10 @@
 /etc/flux configured, munged running.  Each test plants one fault, sees it
 reported, and puts things back; a clean installation reports no FAIL.
 
-The module uses the installed package if there is one (and leaves it so),
-else builds and installs the .deb and purges it on exit; /etc/flux is put
-back as it was either way.
+The module builds this tree's .deb and installs it (over an installed
+one, which it then leaves installed, as tests/test_package.py does; else
+it purges it on exit); without dpkg-buildpackage it checks the installed
+package as it is.  /etc/flux is put back as it was either way.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +51,11 @@ def installed() -> Iterator[Installed]:
     if os.geteuid() != 0:
         pytest.skip("checking an installation needs root")
     before = sitepkg.installed_version()
-    if before is None:
-        if not os.path.exists("/usr/bin/dpkg-buildpackage"):
-            pytest.skip("not a Debian system with dpkg-dev (packaging/dev/setup.sh installs it)")
+    if os.path.exists("/usr/bin/dpkg-buildpackage"):
+        # An older installed package would not have what this tree checks.
         sitepkg.install_deb(sitepkg.build_deb())
+    elif before is None:
+        pytest.skip("not a Debian system with dpkg-dev (packaging/dev/setup.sh installs it)")
     try:
         with sitepkg.saved_etc_flux(), sitepkg.system_munged(), \
                 users.world_dir("fluximp-check-") as tmp, \
@@ -105,6 +109,8 @@ def test_a_clean_installation_reports_no_fail(installed: Installed) -> None:
            "run.*.allowed-users decide)" in lines
     assert any(line.startswith("OK interpreter: /usr/bin/python3") for line in lines)
     assert "OK shells: /usr/bin/id: executable, root-only" in lines
+    assert (f"OK helper: {sitepkg.HELPER} (uid 0, gid 0, mode 0755): "
+            "root-only, ELF, not setuid") in lines
     assert "OK imp-keys: every key is known and of its type" in lines
     assert any(line.startswith("OK munge: signed and verified through munged") for line in lines)
 
@@ -137,6 +143,87 @@ def test_launcher_without_setuid_fails(installed: Installed) -> None:
     assert result.exit_code == 1
     assert (f"FAIL launcher: {sitepkg.IMP} (uid 0, gid 0, mode 0755): not setuid: "
             "the IMP cannot act for other users") in result.output.splitlines()
+
+
+@pytest.fixture
+def helper_aside(installed: Installed) -> Iterator[Path]:
+    """The installed helper moved aside (the path the launcher names is
+    free), and put back afterwards."""
+    aside = Path(f"{sitepkg.HELPER}.check-aside")
+    os.rename(sitepkg.HELPER, aside)
+    try:
+        yield aside
+    finally:
+        Path(sitepkg.HELPER).unlink(missing_ok=True)
+        os.rename(aside, sitepkg.HELPER)
+
+
+def test_missing_helper_fails_and_python_lingers(installed: Installed,
+                                                 helper_aside: Path) -> None:
+    assert _failures() == [f"FAIL helper: {sitepkg.HELPER}: No such file or directory: the "
+                           "launcher was built with it; a root Python interpreter lingers "
+                           "for each running job instead"]
+    assert sitepkg.imp(installed.owner, ["version"]).returncode == 0  # the launcher starts
+
+
+def test_helper_that_is_a_script_fails_as_the_launcher_does(installed: Installed,
+                                                            helper_aside: Path) -> None:
+    Path(sitepkg.HELPER).write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(sitepkg.HELPER, 0o755)
+    assert _failures() == [f"FAIL helper: {sitepkg.HELPER}: not an ELF executable: "
+                           "the launcher refuses to start"]
+    result = sitepkg.imp(installed.owner, ["version"])
+    assert (result.returncode, result.stderr.decode()) == (
+        1, f"flux-imp: Fatal: {sitepkg.HELPER}: not an ELF executable\n")
+
+
+def test_group_writable_helper_fails_as_the_launcher_does(installed: Installed) -> None:
+    os.chmod(sitepkg.HELPER, 0o775)
+    try:
+        failures = _failures()
+        result = sitepkg.imp(installed.owner, ["version"])
+    finally:
+        os.chmod(sitepkg.HELPER, 0o755)
+    why = f"{sitepkg.HELPER}: not owned by root, or writable by group or others"
+    assert failures == [f"FAIL helper: {why}: the launcher refuses to start"]
+    assert (result.returncode, result.stderr.decode()) == (1, f"flux-imp: Fatal: {why}\n")
+
+
+def test_helper_not_owned_by_root_fails(installed: Installed) -> None:
+    os.chown(sitepkg.HELPER, installed.owner.pw_uid, 0)
+    try:
+        failures = _failures()
+    finally:
+        os.chown(sitepkg.HELPER, 0, 0)
+    assert failures == [f"FAIL helper: {sitepkg.HELPER}: not owned by root, or writable by "
+                        "group or others: the launcher refuses to start"]
+
+
+def test_setuid_helper_fails(installed: Installed) -> None:
+    """The launcher does not look at its mode bits; check does: root's
+    helper set setuid could be run by anyone, as root."""
+    os.chmod(sitepkg.HELPER, 0o4755)
+    try:
+        failures = _failures()
+    finally:
+        os.chmod(sitepkg.HELPER, 0o755)
+    assert failures == [f"FAIL helper: {sitepkg.HELPER} (uid 0, gid 0, mode 4755): setuid or "
+                        "setgid: anyone could run it with root's privileges on pids and "
+                        "cgroups of their choosing"]
+
+
+def test_a_launcher_built_without_a_helper_warns(installed: Installed) -> None:
+    """PROXY= builds a launcher that names none: Python lingers, by design."""
+    with tempfile.TemporaryDirectory(prefix="fluximp-check-noproxy-") as tmp:  # root's, 0700
+        out = Path(tmp) / "flux-imp"
+        subprocess.run(["make", "-s", "-C", str(sitepkg.TOP / "packaging" / "launcher"),
+                        "PYTHON=/usr/bin/python3", f"SITEDIR={SITE}", "PROXY=",
+                        f"OUT={out}"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        assert b",proxy=" not in out.read_bytes()
+        os.chmod(out, 0o4755)
+        lines = [f.line() for f in run_checks(imp=str(out)) if f.check == "helper"]
+    assert lines == [f"WARN helper: {out} names no lingering helper (built with PROXY=): "
+                     "a root Python interpreter lingers for each running job"]
 
 
 def test_group_writable_module_in_the_installed_site_fails(installed: Installed) -> None:

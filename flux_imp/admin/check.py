@@ -4,9 +4,10 @@ Each check reads what the IMP reads and judges it with the IMP's own code:
 the config loader and its path checks (``conf``, ``conf.pathcheck``), the
 IMP config's lint (``imp.impconfig``), the signing library (``sign``), the
 run and containment judgements (``imp.run_rules``, ``privileged.contain``),
-the CA (``sign.ca``) and the audit sender (``imp.audit``).  The one rule
-written here is the launcher's root-only rule, which exists only in C and
-in the bootstrap string (no Python module holds it): :class:`RootOnly`.
+the CA (``sign.ca``) and the audit sender (``imp.audit``).  The rules
+written here are the launcher's, which exist only in C and in the
+bootstrap string (no Python module holds them): root-only
+(:class:`RootOnly`) and ELF-only (:func:`_is_elf`, for the lingering helper).
 
 A finding is ``OK``, ``WARN`` or ``FAIL``; any FAIL makes the exit code 1.
 """
@@ -42,6 +43,7 @@ _SITE_RE = re.compile(rb'sys\.path\.append\("([^"]+)"\);')
 _MAIN_RE = re.compile(rb'main\(test_build=([01]),sysconfdir="([^"]*)"')
 _PYTHON_RE = re.compile(rb"execve (/[^\0]+)\0")
 _KIND_RE = re.compile(rb"flux-imp-build-kind=(\w+)")
+_PROXY_RE = re.compile(rb',proxy="(/[^"]+)"\)')
 _REQ_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -141,6 +143,8 @@ class Launcher:
         self.test_build = main is not None and main.group(1) == b"1"
         self.sysconfdir = os.fsdecode(main.group(2)) if main else None
         self.kind = kind.group(1).decode("ascii", "replace") if kind else None
+        proxy = _PROXY_RE.search(data)  # the lingering helper, None if built without
+        self.proxy = os.fsdecode(proxy.group(1)) if proxy else None
 
 
 class Site:
@@ -192,6 +196,58 @@ def check_launcher(site: Site) -> Iterator[Finding]:
     if built is not None and built != site.sysconfdir:
         yield _warn("launcher-build", f"{site.imp} reads {built}/flux, "
                     f"this check {site.sysconfdir}/flux (--sysconfdir)")
+
+
+def check_helper(site: Site) -> Iterator[Finding]:
+    """The lingering helper the launcher names (flux-imp-proxy), judged as
+    the launcher's check_install() does, and never setuid: root execs it
+    with the job's pids and cgroups on its command line."""
+    name = "helper"
+    launcher = site.launcher
+    if launcher is None:
+        return  # check_launcher failed already
+    helper = launcher.proxy
+    if helper is None:
+        yield _warn(name, f"{site.imp} names no lingering helper (built with PROXY=): "
+                    "a root Python interpreter lingers for each running job")
+        return
+    try:
+        st = os.stat(helper)
+    except FileNotFoundError:
+        yield _fail(name, f"{helper}: No such file or directory: the launcher was built "
+                    "with it; a root Python interpreter lingers for each running job instead")
+        return
+    except OSError as exc:
+        yield _fail(name, f"{helper}: {exc.strerror}: the launcher refuses to start")
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    where = f"{helper} (uid {st.st_uid}, gid {st.st_gid}, mode {mode:04o})"
+    bad = site.rule.offender(helper)
+    if bad is not None:
+        yield _fail(name, f"{_root_only_text(bad)}: the launcher refuses to start")
+    elif not _is_elf(helper):
+        yield _fail(name, f"{helper}: not an ELF executable: the launcher refuses to start")
+    elif mode & (stat.S_ISUID | stat.S_ISGID):
+        yield _fail(name, f"{where}: setuid or setgid: anyone could run it with "
+                    "root's privileges on pids and cgroups of their choosing")
+    elif not mode & 0o111:
+        yield _fail(name, f"{where}: not executable: the IMP cannot hand a job over to it "
+                    "and warns on every job")
+    else:
+        yield _ok(name, f"{where}: root-only, ELF, not setuid")
+
+
+def _is_elf(path: str) -> bool:
+    """A regular file starting with the ELF magic (the launcher's check_elf):
+    for a script, the kernel would run an interpreter nobody checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 4) == b"\x7fELF"
+    finally:
+        os.close(fd)
 
 
 def _group_name(gid: int) -> str:
@@ -611,8 +667,8 @@ def check_audit(site: Site) -> Iterator[Finding]:
 
 
 CHECKS: tuple[Callable[[Site], Iterator[Finding]], ...] = (
-    check_launcher, check_interpreter, check_config_paths, check_imp_config, check_signing,
-    check_shells, check_run, check_pam, check_cgroup, check_ca, check_audit,
+    check_launcher, check_helper, check_interpreter, check_config_paths, check_imp_config,
+    check_signing, check_shells, check_run, check_pam, check_cgroup, check_ca, check_audit,
 )
 
 
