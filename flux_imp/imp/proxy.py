@@ -142,28 +142,33 @@ def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
                records: tuple[int, str, str]) -> None:
     """Exec ``helper`` to linger in our place, every signal still blocked.
 
-    Its argv, decided here: PID (the job's process, the IMP's only child),
-    TARGET (where forwarded signals go: PID, or -PID for run's process
-    group), FORWARD (the forwarded signals as a bit mask), GROUP (what
-    SIGUSR1 also SIGKILLs: -PID for run's group, else 0), JOB (the job
-    cgroup, "" for none: SIGUSR1 writes its cgroup.kill, else SIGKILLs its
-    cgroup.procs once; the IMP waits for its cgroup.events to say
-    "populated 0", then removes it), IMPCG (the IMP's own cgroup in
-    cgroup-kill mode, "" for none: SIGUSR1 SIGKILLs its cgroup.procs but the
-    IMP, else the IMP's child; the IMP waits until it alone is left),
-    POLL_MS and SETTLE_MS (that wait's poll, and its pause after a signal),
+    Its argv, decided here, the numbers first: PID (the job's process, the
+    IMP's only child), TARGET (where forwarded signals go: PID, or -PID for
+    run's process group), GROUP (what SIGUSR1 also SIGKILLs: -PID for run's
+    group, else 0), FORWARD (the forwarded signals as a bit mask), POLL_MS
+    and SETTLE_MS (the cgroup wait's poll, and its pause after a signal,
+    under a second), PRIORITY (the record's syslog priority); then the
+    strings, "" for none: JOB (the job cgroup, removed once empty, and whose
+    record is sent), KILL (its cgroup.kill, which SIGUSR1 writes), PROCS (a
+    cgroup.procs whose processes but the IMP SIGUSR1 SIGKILLs where there is
+    no KILL file: the job cgroup's on older kernels, the IMP's own in
+    cgroup-kill mode, which the IMP then waits to be alone in), EVENTS (the
+    job cgroup's cgroup.events, which the IMP waits to say "populated 0"),
     NOTIFY (NOTIFY_SOCKET: "-" if unset, else the checked value, else the
-    errno that makes it unusable), UID and GID (the fs ids to reach a
-    NOTIFY_SOCKET path with), then where and how audit.py sends a record:
-    SYSLOG, FALLBACK_DIR, FALLBACK, PRIORITY.  Its environment holds the job
+    errno that makes it unusable; a path is reached with the caller's ids,
+    our real ones, which the exec keeps), then where audit.py sends a
+    record: SYSLOG, FALLBACK_DIR, FALLBACK.  Its environment holds the job
     cgroup's "finished" record, for either outcome (FLUX_IMP_RECORD_REMOVED,
     FLUX_IMP_RECORD_KEPT): only root may read it (/proc/PID/environ), unlike
-    argv.  Returns only if the exec failed; Python lingers then."""
+    argv.  The helper prints JOB and the records as they are: none has a
+    control character (records are printable ASCII; a job cgroup path with
+    one keeps Python lingering).  Returns only if the exec failed, or the
+    helper cannot take this job; Python lingers then."""
     from . import audit
 
     priority, removed, kept = records
     job = "" if proxy.job is None else proxy.job.path
-    kill_mode = proxy.cgroup.kill_mode and proxy.job is None
+    procs = job or (proxy.cgroup.path if proxy.cgroup.kill_mode else "")
     try:
         address = sdnotify.checked(socket)
         where = b"-" if address is None else address
@@ -171,17 +176,18 @@ def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
         where = str(exc.errno).encode()
     env = {name.encode(): text.encode() for name, text in (
         ("FLUX_IMP_RECORD_REMOVED", removed), ("FLUX_IMP_RECORD_KEPT", kept)) if text}
-    if max(map(len, env.values()), default=0) > _MAX_ARG:
-        return  # execve would refuse it (E2BIG): Python lingers, records whole
+    if max(map(len, env.values()), default=0) > _MAX_ARG or not job.isprintable():
+        return  # execve would refuse it (E2BIG), or the helper would print it unscrubbed
     argv = [os.fsencode(arg) for arg in (
-        helper, str(proxy.pid), str(proxy.target), str(sum(1 << sig for sig in _FORWARDED)),
-        str(proxy.target if proxy.target < 0 and not job else 0), job,
-        proxy.cgroup.path if kill_mode else "",
+        helper, str(proxy.pid), str(proxy.target),
+        str(proxy.target if proxy.target < 0 and not job else 0),
+        str(sum(1 << sig for sig in _FORWARDED)),
         str(round((_JOB_POLL if job else _CGROUP_POLL) * 1000)),
-        str(0 if job else round(_SETTLE * 1000)))]
+        str(0 if job else round(_SETTLE * 1000)), str(priority), job,
+        job and f"{job}/cgroup.kill", procs and f"{procs}/cgroup.procs",
+        job and f"{job}/cgroup.events")]
     argv += [where, *(os.fsencode(arg) for arg in (
-        str(os.getuid()), str(os.getgid()), audit.SYSLOG, audit.FALLBACK_DIR, audit.FALLBACK,
-        str(priority)))]
+        audit.SYSLOG, audit.FALLBACK_DIR, audit.FALLBACK))]
     audit.drain()  # the child's records go before any of ours, as record() has them
     _flush()
     try:

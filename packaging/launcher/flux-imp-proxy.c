@@ -1,21 +1,16 @@
 /* flux-imp-proxy: the lingering phase of the IMP's privileged parent.
  *
- * Not setuid: the root Python parent (flux_imp/imp/proxy.py) forks the job,
- * then execs this with every signal still blocked (the mask and pending
- * signals survive execve: none sent during the hand-over is lost).  Python
- * decided everything; this carries it out in far less memory than an
- * interpreter: forward signals, SIGUSR1 kills the job, wait for the child
- * (a zombie until its cgroup is empty) and that cgroup, sd_notify, remove the
- * job cgroup, send its audit record, exit as the child did.  argv and the
- * environment: see proxy.py's _hand_over.  Messages are log.py's and
- * audit.py's, byte for byte. */
+ * Not setuid: the root Python parent (flux_imp/imp/proxy.py, which decides
+ * everything: see its _hand_over for argv and the environment) forks the job
+ * and execs this with every signal still blocked (the mask and pending
+ * signals survive execve: none sent during the hand-over is lost).  This
+ * carries the decisions out in far less memory than an interpreter, with
+ * log.py's messages and audit.py's records byte for byte. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +27,18 @@
 #define SYS_close_range 436 /* same number on every architecture */
 #endif
 
+/* argv as _hand_over writes it: the numbers, then the strings ("": none). */
+enum { PID = 1, TARGET, GROUP, FORWARD, POLL_MS, SETTLE_MS, PRIORITY,
+       JOB, KILL, PROCS, EVENTS, NOTIFY, SYSLOG, FB_DIR, FB_NAME, ARGC };
+static long num[JOB];              /* argv's numbers, by those names */
+static char **arg;                 /* argv, for its strings */
 static pid_t child, target, group; /* the job; whom signals go to; what SIGUSR1 also kills */
-static sigset_t forwarded, handled, waited; /* forwarded; + SIGUSR1; + SIGCHLD */
-static const char *job, *impcg, *notify_to, *syslog_path, *fb_dir, *fb_name; /* "": none */
-static uid_t uid; /* the caller's, the fs ids a NOTIFY_SOCKET path is reached with */
-static gid_t gid;
-static long priority; /* the audit record's syslog priority, facility included */
-static char why[PATH_MAX + 64]; /* a fallback failure no errno names */
+static sigset_t handled;           /* the forwarded signals and SIGUSR1 */
+static char why[4160];             /* a fallback failure no errno names */
+static char line[131072 + 128];    /* a record, stamped: Python keeps records under 128 KiB */
 
-/* stderr as log.py writes it: cut to 4095 bytes ('+'), no trailing CR/LF,
- * control characters but tab as '?'. */
+/* stderr as log.py writes it, cut to 4095 bytes ('+').  Nothing to scrub or
+ * strip: Python hands over no path with a control character in it. */
 static void say(const char *level, const char *fmt, ...)
 {
     char buf[4200]; /* prefix, 4095 bytes, newline */
@@ -50,80 +47,44 @@ static void say(const char *level, const char *fmt, ...)
     va_start(ap, fmt);
     int m = vsnprintf(buf + n, 4096, fmt, ap); /* keeps at most 4095 bytes */
     va_end(ap);
-    m = m < 0 ? 0 : m; /* an encoding error: an empty message */
-    if (m >= 4096)
-        buf[n + 4094] = '+', m = 4095; /* log.py: raw[:4094] + "+" */
-    while (m > 0 && (buf[n + m - 1] == '\n' || buf[n + m - 1] == '\r'))
-        m--; /* rstrip(b"\r\n") */
-    for (int i = n; i < n + m; i++) /* no control character reaches a tty or a parser */
-        if (((unsigned char)buf[i] < 0x20 && buf[i] != '\t') || buf[i] == 0x7f)
-            buf[i] = '?';
+    m = m < 0 ? 0 : m < 4096 ? m : (buf[n + 4094] = '+', 4095); /* log.py: raw[:4094] + "+" */
     buf[n + m] = '\n';
     (void)!write(2, buf, (size_t)(n + m + 1)); /* stderr gone: nowhere to report */
 }
 
-/* A number Python wrote, or exit: this runs as root on argv alone. */
-static long num(const char *s)
+/* Signal each pid in PROCS (a cgroup.procs) but ours: how many; -1 if none
+ * could be (unreadable, or every kill failed), as cgroup.py's CgroupInfo.kill. */
+static int kill_procs(int sig)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end)
-        say("Fatal", "proxy: bad argument '%s'", s), exit(1);
-    return v;
-}
-
-/* Signal each pid in DIR/cgroup.procs but ours: how many; -1 if none could
- * be (unreadable, or every kill failed), as cgroup.py's CgroupInfo.kill. */
-static int kill_procs(const char *dir, int sig)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
-    FILE *f = fopen(path, "re");
+    FILE *f = fopen(arg[PROCS], "re"); /* "": none */
     int count = 0, failed = 0;
     long pid;
     while (f && fscanf(f, "%ld", &pid) == 1)
-        if (pid != getpid()) /* the IMP stays to wait */
+        if (pid > 0 && pid != getpid()) /* the IMP stays to wait; never kill(0) */
             kill((pid_t)pid, sig) == 0 ? count++ : (failed = 1);
     if (f)
         fclose(f);
     return !f || (failed && count == 0) ? -1 : count;
 }
 
-/* "SIGKILL the IMP's children": the job's process is its only child. */
-static void kill_child(int warn_forward)
-{
-    if (kill(child, SIGKILL) == 0)
-        return;
-    int e = errno;
-    say("Warning", "Failed to send signal %d to pid %d", SIGKILL, (int)child);
-    if (warn_forward) /* proxy.py's _kill_job warns, its job-cgroup case does not */
-        say("Warning", "Failed to forward SIGKILL: %s", strerror(e));
-}
-
 /* One signal taken from the blocked set, as proxy.py's _Proxy.handle. */
 static void handle(int sig)
 {
-    if (sig == SIGUSR1 && *job) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/cgroup.kill", job);
-        int fd = open(path, O_WRONLY | O_CLOEXEC); /* Linux >= 5.14 */
-        int rc = fd < 0 ? -1 : (int)write(fd, "1", 1), e = errno;
-        if (fd >= 0)
-            close(fd);
-        if (rc < 0 && e == ENOENT)
-            kill_procs(job, SIGKILL); /* older kernels: one pass; SIGUSR1 is repeated */
-        else if (rc < 0)
-            say("Warning", "Failed to forward SIGKILL: %s", strerror(e));
-        kill_child(0); /* it may not have entered the cgroup yet */
-    } else if (sig == SIGUSR1) {
-        if (!*impcg || kill_procs(impcg, SIGKILL) < 0) /* not kill mode, or none killed */
-            kill_child(1);
-        if (group)
-            kill(group, SIGKILL); /* run: its whole process group too */
-    } else if (sig > 0 && sigismember(&forwarded, sig) == 1) {
-        kill(target, sig); /* already gone: nothing to forward to */
-    }
+    if (sig > 0 && sig != SIGUSR1 && sigismember(&handled, sig) == 1)
+        kill(target, sig); /* forwarded; already gone: nothing to forward to */
+    if (sig != SIGUSR1)
+        return; /* that, none (EINTR, a timeout), or SIGCHLD */
+    int fd = *arg[KILL] ? open(arg[KILL], O_WRONLY | O_CLOEXEC) : (errno = ENOENT, -1);
+    int rc = fd < 0 ? -1 : (int)write(fd, "1", 1); /* a cgroup.kill: Linux >= 5.14 */
+    if (rc < 0 && errno == ENOENT) /* none, as JobCgroup.kill on older kernels, or in */
+        kill_procs(SIGKILL);       /* cgroup-kill mode: one pass; SIGUSR1 is repeated */
+    else if (rc < 0)
+        say("Warning", "Failed to forward SIGKILL: %s", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    kill(child, SIGKILL); /* maybe in no cgroup (yet); unreaped, so this cannot fail */
+    if (group)
+        kill(group, SIGKILL); /* run: its whole process group too */
 }
 
 /* Only the fs ids change (sdnotify.py / creds.with_fs_ids); true if they took. */
@@ -133,32 +94,28 @@ static int fs_ids(uid_t u, gid_t g)
     return (gid_t)setfsgid(g) == g && (uid_t)setfsuid(u) == u;
 }
 
-/* One sd_notify datagram, as sdnotify.py's notify: 0, or -1 and errno. */
+/* One sd_notify datagram, as sdnotify.py's notify: 0, or -1 and errno.
+ * (Successful calls leave errno alone: the failure's is still there.) */
 static int notify(const char *msg)
 {
-    if (strcmp(notify_to, "-") == 0)
-        return 0; /* no NOTIFY_SOCKET */
-    if (*notify_to != '/' && *notify_to != '@')
-        return errno = (int)num(notify_to), -1; /* Python judged it invalid: its errno */
+    const char *to = arg[NOTIFY];
+    if (*to != '/' && *to != '@') /* "-": no NOTIFY_SOCKET; else the errno Python judged it by */
+        return *to == '-' ? 0 : (errno = atoi(to), -1);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t len = strlen(notify_to), sent = strlen(msg);
-    if (len >= sizeof(sa.sun_path))
-        return errno = E2BIG, -1; /* Python refused this already */
-    memcpy(sa.sun_path, notify_to, len);
-    sa.sun_path[0] = *notify_to == '@' ? '\0' : '/'; /* abstract: a leading NUL */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), path = *notify_to == '/';
-    if (fd < 0)
-        return -1;
-    int rc = path && !fs_ids(uid, gid) ? (errno = EPERM, -1) /* a path: as the caller */
-             : connect(fd, (struct sockaddr *)&sa, offsetof(struct sockaddr_un, sun_path) + len);
-    int e = errno;
+    strncpy(sa.sun_path, to, sizeof(sa.sun_path) - 1); /* Python refused longer names */
+    socklen_t len = (socklen_t)SUN_LEN(&sa);
+    sa.sun_path[0] = *to == '@' ? '\0' : '/'; /* abstract: a leading NUL */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), path = *to == '/';
+    int rc = fd < 0 ? -1 : path && !fs_ids(getuid(), getgid()) ? (errno = EPERM, -1)
+             : connect(fd, (struct sockaddr *)&sa, len); /* a path: as the caller */
     if (path && !fs_ids(geteuid(), getegid()))
         say("Fatal", "restoring the file-system ids failed"), exit(1);
-    ssize_t n = rc == 0 ? send(fd, msg, sent, 0) : -1;
-    if (rc == 0 && n != (ssize_t)sent)
-        rc = -1, e = n < 0 ? errno : EPROTO; /* a short datagram: EPROTO, as Python */
-    close(fd);
-    return errno = e, rc;
+    ssize_t n = rc < 0 ? -1 : send(fd, msg, strlen(msg), 0);
+    if (rc == 0 && n != (ssize_t)strlen(msg))
+        rc = -1, errno = n < 0 ? errno : EPROTO; /* a short datagram: EPROTO, as Python */
+    if (fd >= 0)
+        close(fd);
+    return rc;
 }
 
 /* All of BUF to FD: 0, or -1 and errno. */
@@ -167,7 +124,7 @@ static int write_all(int fd, const char *buf, size_t len)
     while (len > 0) {
         ssize_t n = write(fd, buf, len);
         if (n < 0 && errno == EINTR)
-            continue; /* interrupted before writing anything */
+            continue; /* a stop and SIGCONT can interrupt a timed socket write */
         if (n <= 0)
             return -1;
         buf += n, len -= (size_t)n;
@@ -175,114 +132,103 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
-/* audit.py's _check_roots: root's, writable by no one else; else sets why. */
-static int roots(int fd, const char *name, int regular)
+/* audit.py's _check_roots (and, for the file, a regular one): 1, or 0 and errno or why. */
+static int roots(int fd, const char *name, int file)
 {
     struct stat st;
-    if (fstat(fd, &st) < 0)
-        return 0;
-    if (st.st_uid != 0 || (st.st_mode & 022))
-        return snprintf(why, sizeof(why), "%s not owned by root, or writable by group or others",
-                        name), 0;
-    if (regular && !S_ISREG(st.st_mode))
-        return snprintf(why, sizeof(why), "%s not a regular file", name), 0;
-    return 1;
+    const char *bad = fstat(fd, &st) < 0 ? "" /* errno says */
+        : st.st_uid != 0 || (st.st_mode & 022) ? "not owned by root, or writable by group or others"
+        : file && !S_ISREG(st.st_mode) ? "not a regular file" : NULL;
+    if (bad && *bad)
+        snprintf(why, sizeof(why), "%s %s", name, bad);
+    return !bad;
 }
 
-/* Append LINE to the fallback file, opened as audit.py's _open_fallback:
- * 0, or -1 and errno (or why). */
-static int to_file(const char *line)
+/* The fallback file opened for appending, as audit.py's _open_fallback: an
+ * fd, or -1 and errno (or why). */
+static int open_fallback(void)
 {
-    int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, fd = -1, e;
-    int d = open(fb_dir, dflags);
-    if (d < 0 && errno == ENOENT) { /* made root:root 0700: our egid is the caller's */
-        if (mkdir(fb_dir, 0700) < 0 ? errno != EEXIST : lchown(fb_dir, 0, 0) < 0)
-            return -1;
-        d = open(fb_dir, dflags);
-    }
+    const char *dir = arg[FB_DIR], *name = arg[FB_NAME];
+    int dflags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, fd = -1;
     int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC; /* no FIFO */
-    if (d >= 0 && roots(d, fb_dir, 0)) {
-        fd = openat(d, fb_name, flags | O_CREAT | O_EXCL, 0600);
+    int d = open(dir, dflags); /* made root:root 0700 if missing: our egid is the caller's */
+    if (d < 0 && errno == ENOENT && (mkdir(dir, 0700) ? errno == EEXIST : !lchown(dir, 0, 0)))
+        d = open(dir, dflags);
+    if (d >= 0 && roots(d, dir, 0)) {
+        fd = openat(d, name, flags | O_CREAT | O_EXCL, 0600);
         if (fd >= 0 && fchown(fd, 0, 0) < 0)
-            e = errno, close(fd), fd = -1, errno = e;
+            close(fd), fd = -1;
         else if (fd < 0 && errno == EEXIST)
-            fd = openat(d, fb_name, flags);
+            fd = openat(d, name, flags);
     }
-    e = errno;
     if (d >= 0)
         close(d);
-    int rc = fd >= 0 && roots(fd, fb_name, 1) && write_all(fd, line, strlen(line)) == 0 ? 0 : -1;
-    e = fd >= 0 ? errno : e;
-    if (fd >= 0)
-        close(fd);
-    return errno = e, rc;
+    if (fd >= 0 && !roots(fd, name, 1))
+        close(fd), fd = -1;
+    return fd;
 }
 
 /* One record, "flux-imp[PID]: ...", as audit.py's record(): to syslog in
- * glibc's format (a stream record ends in NUL), else the fallback file. */
+ * glibc's format (a datagram, else a stream record ending in NUL), else to
+ * the fallback file, else to stderr. */
 static void audit(const char *text)
 {
     time_t now = time(NULL);
     struct tm tm;
-    char stamp[64], *line = NULL;
+    char stamp[64], zone[16];
     localtime_r(&now, &tm);
     strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm); /* the C locale's month names */
-    int e = 0;
-    if (asprintf(&line, "<%ld>%s %s", priority, stamp, text) < 0)
-        line = NULL, e = ENOMEM; /* then the fallback file */
-    for (int stream = 0; !e && stream < 2; stream++) {
+    snprintf(line, sizeof(line), "<%ld>%s %s", num[PRIORITY], stamp, text);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strncpy(sa.sun_path, arg[SYSLOG], sizeof(sa.sun_path) - 1);
+    int e = EPROTOTYPE; /* not a socket of the kind tried: try the other */
+    for (int stream = 0; e == EPROTOTYPE && stream < 2; stream++) {
         struct timeval tv = {.tv_sec = 5}; /* a stuck daemon: not delivered, not a hang */
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        strncpy(sa.sun_path, syslog_path, sizeof(sa.sun_path) - 1);
         int fd = socket(AF_UNIX, (stream ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0);
-        int ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0
-                 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
-                 && write_all(fd, line, strlen(line) + (size_t)stream) == 0; /* + NUL */
-        e = ok ? -1 : errno; /* -1: delivered */
+        e = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0
+            && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
+            && write_all(fd, line, strlen(line) + (size_t)stream) == 0 ? 0 : errno; /* + NUL */
         if (fd >= 0)
             close(fd);
-        if (e != EPROTOTYPE)
-            break; /* delivered, or not a stream socket either */
     }
-    free(line);
-    if (e < 0)
-        return;
-    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S%z", &tm);
-    size_t n = strlen(stamp);
-    memmove(stamp + n - 1, stamp + n - 2, 3), stamp[n - 2] = ':'; /* +HHMM -> +HH:MM */
-    if (asprintf(&line, "%s %s\n", stamp, text) < 0)
-        line = NULL, errno = ENOMEM;
-    if (!line || to_file(line) < 0)
-        say("Warning", "audit: record not logged (%s/%s: %s): %s", fb_dir, fb_name,
+    if (e == 0)
+        return; /* delivered */
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    strftime(zone, sizeof(zone), "%z", &tm);
+    snprintf(line, sizeof(line), "%s%.3s:%s %s\n", stamp, zone, zone + 3, text); /* +HH:MM */
+    int fd = open_fallback();
+    if (fd < 0 || write_all(fd, line, strlen(line)) < 0)
+        say("Warning", "audit: record not logged (%s/%s: %s): %s", arg[FB_DIR], arg[FB_NAME],
             *why ? why : strerror(errno), text);
-    free(line);
-}
-
-/* True while the job cgroup holds a process (unreadable: empty). */
-static int busy(void)
-{
-    char path[PATH_MAX], buf[4096];
-    snprintf(path, sizeof(path), "%s/cgroup.events", job);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf + 1, sizeof(buf) - 2);
     if (fd >= 0)
         close(fd);
-    buf[0] = '\n', buf[n > 0 ? n + 1 : 1] = '\0'; /* every line follows a newline */
-    return strstr(buf, "\npopulated 1\n") != NULL;
+}
+
+/* True while EVENTS (the job cgroup's cgroup.events) says it holds a
+ * process (unreadable: empty). */
+static int busy(void)
+{
+    char buf[4096] = "\n"; /* every line follows a newline; NULs after what is read */
+    int fd = open(arg[EVENTS], O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? 0 : read(fd, buf + 1, sizeof(buf) - 2);
+    if (fd >= 0)
+        close(fd);
+    return n > 0 && strstr(buf, "\npopulated 1\n") != NULL;
 }
 
 /* rmdir the job cgroup, as JobCgroup.remove: "populated 0" can precede
- * rmdir's view of it, so EBUSY is retried 100 x 10 ms. */
+ * rmdir's view of it, so EBUSY is retried 100 x 10 ms.  True if it is gone. */
 static int remove_job(void)
 {
     struct timespec pause = {.tv_nsec = 10000000};
-    for (int i = 0; i < 100; i++, nanosleep(&pause, NULL)) {
-        if (rmdir(job) == 0 || errno == ENOENT)
-            return 1;
-        if (errno != EBUSY)
-            return say("Warning", "cgroup: cannot remove %s: %s", job, strerror(errno)), 0;
-    }
-    return say("Warning", "cgroup: cannot remove %s: still busy", job), 0;
+    int rc, tries = 0;
+    while ((rc = rmdir(arg[JOB])) < 0 && errno == EBUSY && ++tries < 100)
+        nanosleep(&pause, NULL);
+    if (rc == 0 || errno == ENOENT)
+        return 1;
+    say("Warning", "cgroup: cannot remove %s: %s", arg[JOB],
+        errno == EBUSY ? "still busy" : strerror(errno));
+    return 0;
 }
 
 int main(int argc, char *argv[])
@@ -291,64 +237,52 @@ int main(int argc, char *argv[])
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL); /* already so when Python execs us */
-    if (argc != 16)
-        return say("Fatal", "proxy: usage: flux-imp-proxy ARGS (run by flux-imp only)"), 1;
-    child = (pid_t)num(argv[1]), target = (pid_t)num(argv[2]), group = (pid_t)num(argv[4]);
-    if (child <= 1 || (target != child && target != -child) || (group && group != -child))
-        return say("Fatal", "proxy: bad pids"), 1; /* never kill(0) or kill(-1) as root */
-    long mask = num(argv[3]);
-    sigemptyset(&forwarded);
-    for (int sig = 1; sig < 63; sig++)
-        if (mask >> sig & 1)
-            sigaddset(&forwarded, sig);
-    handled = forwarded, waited = forwarded;
-    sigaddset(&handled, SIGUSR1), sigaddset(&waited, SIGUSR1), sigaddset(&waited, SIGCHLD);
-    job = argv[5], impcg = argv[6], notify_to = argv[9];
-    long poll_ms = num(argv[7]), settle_ms = num(argv[8]);
-    uid = (uid_t)num(argv[10]), gid = (gid_t)num(argv[11]);
-    syslog_path = argv[12], fb_dir = argv[13], fb_name = argv[14], priority = num(argv[15]);
-    const char *yes = getenv("FLUX_IMP_RECORD_REMOVED"), *no = getenv("FLUX_IMP_RECORD_KEPT");
+    int ok = argc == ARGC;
+    for (int i = PID, end = 0; ok && i < JOB; i++) /* each number whole, as Python wrote it */
+        ok = sscanf(argv[i], "%ld%n", &num[i], &end) == 1 && !argv[i][end];
+    arg = argv, child = (pid_t)num[PID], target = (pid_t)num[TARGET], group = (pid_t)num[GROUP];
+    if (!ok || child <= 1 || (target != child && target != -child) || (group && group != -child))
+        return say("Fatal", "proxy: bad arguments (run by flux-imp only)"), 1; /* no kill(0/-1) */
+    sigemptyset(&handled);
+    for (int sig = 1; sig < 32; sig++) /* FORWARD's bits (standard signals), and SIGUSR1 */
+        if (sig == SIGUSR1 || (num[FORWARD] >> sig & 1))
+            sigaddset(&handled, sig);
+    sigset_t waited = handled;
+    sigaddset(&waited, SIGCHLD); /* and, until the child exits, its exit */
     (void)syscall(SYS_close_range, 3U, ~0U, 0U); /* nothing of Python's stays open */
 
-    siginfo_t si;
-    for (;;) { /* until the child exits, left unreaped: its pid (and group) stays ours */
-        si.si_pid = 0;
-        if (waitid(P_PID, (id_t)child, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
-            return say("Fatal", "waitpid: %s", strerror(errno)), 1;
-        if (si.si_pid == child)
-            break;
+    siginfo_t si = {.si_pid = 0}; /* WNOHANG: the kernel writes 0 while the child runs */
+    while (waitid(P_PID, (id_t)child, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != child)
         handle(sigwaitinfo(&waited, NULL)); /* a pending signal cannot be missed */
-    }
+    if (si.si_pid != child) /* unreaped (WNOWAIT): its pid, and group, stay ours */
+        return say("Fatal", "waitpid: %s", strerror(errno)), 1;
     int exited = si.si_code == CLD_EXITED, code = si.si_status;
-    char status[128]; /* the wait status in words, as proxy.py's _describe */
+    char word[32], status[128]; /* the wait status in words, as proxy.py's _describe */
+    snprintf(word, sizeof(word), "exited (%d)", code & 0xff);
+    snprintf(status, sizeof(status), "STATUS=IMP child %s, waiting for cgroup",
+             exited ? word : strsignal(code));
     if (notify("STOPPING=1") < 0)
         say("Warning", "sd_notify STOPPING=1 failed: %s", strerror(errno));
-    if (exited)
-        snprintf(status, sizeof(status), "STATUS=IMP child exited (%d), waiting for cgroup",
-                 code & 0xff);
-    else
-        snprintf(status, sizeof(status), "STATUS=IMP child %s, waiting for cgroup", strsignal(code));
     (void)notify(status); /* STATUS= failures are silent, as upstream's */
-    struct timespec poll = {poll_ms / 1000, poll_ms % 1000 * 1000000};
-    struct timespec settle = {settle_ms / 1000, settle_ms % 1000 * 1000000};
-    while (*job ? busy() : *impcg && kill_procs(impcg, 0) > 0) { /* until only we are left */
-        int sig = sigtimedwait(&handled, NULL, &poll);
+    struct timespec poll = {.tv_sec = num[POLL_MS] / 1000, .tv_nsec = num[POLL_MS] % 1000 * 1000000};
+    struct timespec settle = {.tv_sec = 0, .tv_nsec = num[SETTLE_MS] % 1000 * 1000000}; /* < 1 s */
+    while (*arg[EVENTS] ? busy() : kill_procs(0) > 0) { /* PROCS "": at once */
+        int sig = sigtimedwait(&handled, NULL, &poll); /* until only the IMP is left */
         if (sig > 0) /* then let the killed leave cgroup.procs */
             handle(sig), nanosleep(&settle, NULL);
     }
     if (waitpid(child, NULL, 0) < 0) /* no signal goes to its pid or group from here on */
         return say("Fatal", "waitpid: %s", strerror(errno)), 1;
-    const char *record = !*job ? NULL : remove_job() ? yes : no;
-    if (record && *record)
+    const char *record = !*arg[JOB] ? NULL /* the "finished" record Python wrote per outcome */
+                         : getenv(remove_job() ? "FLUX_IMP_RECORD_REMOVED" : "FLUX_IMP_RECORD_KEPT");
+    if (record)
         audit(record);
     (void)notify("STATUS=cgroup is now empty, exiting");
     if (exited)
         _exit(code & 0xff);
     signal(code, SIG_DFL); /* SIGKILL keeps its default anyway */
-    sigset_t one;
-    sigemptyset(&one);
-    sigaddset(&one, code);
-    sigprocmask(SIG_UNBLOCK, &one, NULL); /* unblocked first, or it would not kill us */
+    sigdelset(&all, code);
+    sigprocmask(SIG_SETMASK, &all, NULL); /* unblocked first, or it would not kill us */
     raise(code);
     say("Fatal", "failed to raise signal %d", code);
     _exit(128 + code);
