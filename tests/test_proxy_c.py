@@ -153,6 +153,30 @@ def test_a_pam_session_keeps_python_lingering(
         assert finish(proc) == (-signal.SIGTERM, "")
 
 
+def test_a_job_cgroup_path_with_a_control_character_keeps_python_lingering(
+    imp: ImpInstall, munged: str, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
+    world_tmp: Path,
+) -> None:  # fmt: skip
+    """The helper prints the job cgroup's path unscrubbed (rmdir failed):
+    Python, whose log.py scrubs, keeps such a job."""
+    with dedicated_cgroup() as top:
+        parent = top / "jobs\x01"
+        parent.mkdir()
+        toml_parent = str(parent).replace("\x01", "\\u0001")
+        extra = f'[exec.cgroup]\nparent = "{toml_parent}"\n'
+        setup = make_setup(imp.test_build, munged, owner, guest, world_tmp, extra)
+        proc = start_exec(setup, [JOBID, "-c", SLEEPER], shell=job_shell(setup),
+                          preexec=in_cgroup(top, setup.owner))
+        with running(proc):
+            ready_line(proc)
+            (parent / f"imp-shell-{JOBID}" / "busy").mkdir()  # rmdir fails (EBUSY)
+            os.kill(proc.pid, signal.SIGUSR1)
+            code, err = finish(proc)
+    shown = str(parent).replace("\x01", "?")
+    assert (code, err) == (-signal.SIGKILL, "flux-imp: Warning: cgroup: cannot remove "
+                           f"{shown}/imp-shell-{JOBID}: still busy\n")
+
+
 # -- the hand-over ------------------------------------------------------------------
 
 

@@ -62,18 +62,17 @@ static int kill_procs(int sig)
     while (f && fscanf(f, "%ld", &pid) == 1)
         if (pid > 0 && pid != getpid()) /* the IMP stays to wait; never kill(0) */
             kill((pid_t)pid, sig) == 0 ? count++ : (failed = 1);
-    if (f)
-        fclose(f);
-    return !f || (failed && count == 0) ? -1 : count;
+    return !f ? -1 : (fclose(f), failed && count == 0 ? -1 : count);
 }
 
-/* One signal taken from the blocked set, as proxy.py's _Proxy.handle. */
-static void handle(int sig)
+/* One signal taken from the blocked set, as proxy.py's _Proxy.handle:
+ * true if there was one. */
+static int handle(int sig)
 {
     if (sig > 0 && sig != SIGUSR1 && sigismember(&handled, sig) == 1)
         kill(target, sig); /* forwarded; already gone: nothing to forward to */
     if (sig != SIGUSR1)
-        return; /* that, none (EINTR, a timeout), or SIGCHLD */
+        return sig > 0; /* that, none (EINTR, a timeout), or SIGCHLD */
     int fd = *arg[KILL] ? open(arg[KILL], O_WRONLY | O_CLOEXEC) : (errno = ENOENT, -1);
     int rc = fd < 0 ? -1 : (int)write(fd, "1", 1); /* a cgroup.kill: Linux >= 5.14 */
     if (rc < 0 && errno == ENOENT) /* none, as JobCgroup.kill on older kernels, or in */
@@ -85,6 +84,7 @@ static void handle(int sig)
     kill(child, SIGKILL); /* maybe in no cgroup (yet); unreaped, so this cannot fail */
     if (group)
         kill(group, SIGKILL); /* run: its whole process group too */
+    return 1;
 }
 
 /* Only the fs ids change (sdnotify.py / creds.with_fs_ids); true if they took. */
@@ -224,11 +224,10 @@ static int remove_job(void)
     int rc, tries = 0;
     while ((rc = rmdir(arg[JOB])) < 0 && errno == EBUSY && ++tries < 100)
         nanosleep(&pause, NULL);
-    if (rc == 0 || errno == ENOENT)
-        return 1;
-    say("Warning", "cgroup: cannot remove %s: %s", arg[JOB],
-        errno == EBUSY ? "still busy" : strerror(errno));
-    return 0;
+    if (rc < 0 && errno != ENOENT) /* as Python, a warning */
+        return say("Warning", "cgroup: cannot remove %s: %s", arg[JOB],
+                   errno == EBUSY ? "still busy" : strerror(errno)), 0;
+    return 1;
 }
 
 int main(int argc, char *argv[])
@@ -266,11 +265,9 @@ int main(int argc, char *argv[])
     (void)notify(status); /* STATUS= failures are silent, as upstream's */
     struct timespec poll = {.tv_sec = num[POLL_MS] / 1000, .tv_nsec = num[POLL_MS] % 1000 * 1000000};
     struct timespec settle = {.tv_sec = 0, .tv_nsec = num[SETTLE_MS] % 1000 * 1000000}; /* < 1 s */
-    while (*arg[EVENTS] ? busy() : kill_procs(0) > 0) { /* PROCS "": at once */
-        int sig = sigtimedwait(&handled, NULL, &poll); /* until only the IMP is left */
-        if (sig > 0) /* then let the killed leave cgroup.procs */
-            handle(sig), nanosleep(&settle, NULL);
-    }
+    while (*arg[EVENTS] ? busy() : kill_procs(0) > 0) /* until only the IMP is left ("": now) */
+        if (handle(sigtimedwait(&handled, NULL, &poll))) /* then let the killed leave */
+            nanosleep(&settle, NULL);                     /* cgroup.procs */
     if (waitpid(child, NULL, 0) < 0) /* no signal goes to its pid or group from here on */
         return say("Fatal", "waitpid: %s", strerror(errno)), 1;
     const char *record = !*arg[JOB] ? NULL /* the "finished" record Python wrote per outcome */
