@@ -199,3 +199,15 @@ def test_path_paranoia_in_test_build(
     assert result.returncode == 1
     assert (f"flux-imp: Warning: loading config: {world_tmp}/c/imp.toml: -1: "
             "unable to open: bad file permissions (0666)").encode() in result.stderr
+
+
+def test_pam_available_is_whether_libpam_loads() -> None:
+    """version's +pam is looked up, not loaded: it must agree with a dlopen."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libpam.so.0")
+        loads = True
+    except OSError:
+        loads = False
+    assert version.pam_available() is loads
