@@ -116,3 +116,12 @@ def syslog(world_tmp: Path) -> Iterator[SyslogTrap]:
     then read syslog.records()."""
     with syslog_trap(world_tmp) as trap:
         yield trap
+
+
+@pytest.fixture
+def exec_setup(imp: impenv.ImpInstall, munged: str, owner: pwd.struct_passwd,
+               guest: pwd.struct_passwd, world_tmp: Path) -> jobs.ExecSetup:  # fmt: skip
+    """The owner may exec (tests.jobs.write_exec_config) through the test build."""
+    return jobs.ExecSetup(imp.test_build,
+                          jobs.write_exec_config(world_tmp / "conf.d", munged, owner),
+                          owner, guest)

@@ -32,17 +32,10 @@ from flux_imp.imp.privileged.contain import pam
 from . import users
 from .containment_helpers import helper_input, make_setup, outcome, start
 from .impenv import ImpInstall
-from .jobs import SHELL, ExecSetup, finish, running, start_exec, write_exec_config
+from .jobs import SHELL, ExecSetup, finish, running, start_exec
 from .test_proxy import NOTIFICATIONS, datagrams
 
 PYTHON = "/usr/bin/python3"  # what the guest's job runs to report on itself
-
-
-@pytest.fixture
-def exec_setup(imp: ImpInstall, munged: str, owner: pwd.struct_passwd,
-               guest: pwd.struct_passwd, world_tmp: Path) -> ExecSetup:  # fmt: skip
-    return ExecSetup(imp.test_build, write_exec_config(world_tmp / "conf.d", munged, owner),
-                     owner, guest)
 
 
 def python_job(code: str) -> list[str]:

@@ -40,20 +40,10 @@ from .jobs import (
     ready_line,
     running,
     start_exec,
-    write_exec_config,
 )
 from .test_run import make_setup
 
 # -- fixtures and local helpers --------------------------------------------
-
-
-@pytest.fixture
-def exec_setup(
-    imp: ImpInstall, munged: str, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
-    world_tmp: Path,
-) -> ExecSetup:  # fmt: skip
-    return ExecSetup(imp.test_build, write_exec_config(world_tmp / "conf.d", munged, owner),
-                     owner, guest)
 
 
 def status_ids(pid: int, key: str) -> list[int]:

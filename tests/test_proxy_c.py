@@ -38,19 +38,9 @@ from .jobs import (
     ready_line,
     running,
     start_exec,
-    write_exec_config,
 )
 from .syslogtrap import AUTHPRIV_WARNING, NoSyslog, SyslogTrap, no_syslog, syslog_trap
 from .test_containment_pam import GOOD, LIMITS
-
-
-@pytest.fixture
-def exec_setup(
-    imp: ImpInstall, munged: str, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
-    world_tmp: Path,
-) -> ExecSetup:  # fmt: skip
-    return ExecSetup(imp.test_build, write_exec_config(world_tmp / "conf.d", munged, owner),
-                     owner, guest)
 
 
 @pytest.fixture
