@@ -220,3 +220,23 @@ def test_root_cgroup_is_recognised() -> None:
     assert jobcgroup.is_root(mount + "/")
     with dedicated_cgroup() as path:
         assert not jobcgroup.is_root(str(path))
+
+
+def test_sigusr1_falls_back_to_cgroup_procs_without_cgroup_kill(tmp_path: Path) -> None:
+    """Before Linux 5.14 there is no cgroup.kill: one pass over cgroup.procs
+    (here a directory standing in for the cgroup, which has no cgroup.kill)."""
+    sleeper = subprocess.Popen(["sleep", "100"])
+    try:
+        (tmp_path / "cgroup.procs").write_text(f"{sleeper.pid}\n")
+        jobcgroup.JobCgroup(str(tmp_path)).kill()
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert not (tmp_path / "cgroup.kill").exists()  # never created
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_interface_files_are_never_created(test_cgroup: Path) -> None:
+    """A missing interface file is ENOENT, not cgroupfs's EACCES for a create."""
+    with pytest.raises(FileNotFoundError):
+        jobcgroup._write(str(test_cgroup / "cgroup.no-such-file"), "1")

@@ -92,8 +92,16 @@ def _read_words(path: str) -> set[str]:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="ascii") as f:
-        f.write(text)
+    """One write to an interface file that exists.  Never O_CREAT: cgroupfs
+    answers a create with EACCES, which would hide a missing file's ENOENT
+    (cgroup.kill before Linux 5.14, whose fallback then never ran)."""
+    data = text.encode("ascii")
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.EIO, f"short write to {path}")
+    finally:
+        os.close(fd)
 
 
 def _enable_controllers(parent: str, limits: Limits) -> None:
