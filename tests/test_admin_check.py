@@ -199,17 +199,25 @@ def test_helper_not_owned_by_root_fails(installed: Installed) -> None:
                         "group or others: the launcher refuses to start"]
 
 
-def test_setuid_helper_fails(installed: Installed) -> None:
-    """The launcher does not look at its mode bits; check does: root's
-    helper set setuid could be run by anyone, as root."""
-    os.chmod(sitepkg.HELPER, 0o4755)
+@pytest.mark.parametrize("mode", [0o4755, 0o2755])
+def test_setuid_helper_fails_as_the_launcher_does(installed: Installed, mode: int) -> None:
+    """Root's helper set-ID could be run by anyone, as root: check fails it,
+    the launcher refuses to start, and the helper refuses to run."""
+    os.chmod(sitepkg.HELPER, mode)
     try:
         failures = _failures()
+        result = sitepkg.imp(installed.owner, ["version"])
+        direct = subprocess.run([sitepkg.HELPER], capture_output=True,
+                                preexec_fn=users.become(installed.owner))
     finally:
         os.chmod(sitepkg.HELPER, 0o755)
-    assert failures == [f"FAIL helper: {sitepkg.HELPER} (uid 0, gid 0, mode 4755): setuid or "
-                        "setgid: anyone could run it with root's privileges on pids and "
-                        "cgroups of their choosing"]
+    assert failures == [f"FAIL helper: {sitepkg.HELPER} (uid 0, gid 0, mode {mode:04o}): "
+                        "setuid or setgid: anyone could run it with root's privileges on pids "
+                        "and cgroups of their choosing; the launcher refuses to start"]
+    assert (result.returncode, result.stderr.decode()) == (
+        1, f"flux-imp: Fatal: {sitepkg.HELPER}: setuid or setgid\n")
+    assert (direct.returncode, direct.stderr) == (
+        1, b"flux-imp: Fatal: proxy: setuid or setgid, or no /proc/self/exe\n")
 
 
 def test_a_launcher_built_without_a_helper_warns(installed: Installed) -> None:

@@ -200,8 +200,9 @@ def check_launcher(site: Site) -> Iterator[Finding]:
 
 def check_helper(site: Site) -> Iterator[Finding]:
     """The lingering helper the launcher names (flux-imp-proxy), judged as
-    the launcher's check_install() does, and never setuid: root execs it
-    with the job's pids and cgroups on its command line."""
+    the launcher's check_install() does: root-only, ELF, never setuid or
+    setgid (root execs it with the job's pids and cgroups on its command
+    line; set-ID, anyone could)."""
     name = "helper"
     launcher = site.launcher
     if launcher is None:
@@ -229,7 +230,8 @@ def check_helper(site: Site) -> Iterator[Finding]:
         yield _fail(name, f"{helper}: not an ELF executable: the launcher refuses to start")
     elif mode & (stat.S_ISUID | stat.S_ISGID):
         yield _fail(name, f"{where}: setuid or setgid: anyone could run it with "
-                    "root's privileges on pids and cgroups of their choosing")
+                    "root's privileges on pids and cgroups of their choosing; "
+                    "the launcher refuses to start")
     elif not mode & 0o111:
         yield _fail(name, f"{where}: not executable: the IMP cannot hand a job over to it "
                     "and warns on every job")

@@ -232,6 +232,9 @@ static int remove_job(void)
 
 int main(int argc, char *argv[])
 {
+    struct stat self; /* set-ID, its argv would be any caller's: refuse */
+    if (stat("/proc/self/exe", &self) < 0 || (self.st_mode & (S_ISUID | S_ISGID)))
+        return say("Fatal", "proxy: setuid or setgid, or no /proc/self/exe"), 1;
     (void)prctl(PR_SET_NAME, "flux-imp", 0, 0, 0); /* the name flux-core and tests look for */
     sigset_t all;
     sigfillset(&all);

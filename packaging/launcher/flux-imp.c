@@ -333,6 +333,11 @@ static const char *check_install(void)
         die(FLUX_IMP_PROXY);
     check_root_only(real);
     check_elf(FLUX_IMP_PROXY);
+    /* Set-ID, anyone could run it as root on pids and paths of their choosing. */
+    if (st.st_mode & (S_ISUID | S_ISGID)) {
+        fprintf(stderr, "flux-imp: Fatal: %s: setuid or setgid\n", FLUX_IMP_PROXY);
+        exit(1);
+    }
     return bootstrap_proxy;
 #else
     return bootstrap;
