@@ -113,12 +113,13 @@ def _run(test_build: bool, sysconfdir: str, test_pattern: str, proxy: str) -> in
     from .environ import CallerEnv
 
     argv = ["flux-imp", *sys.argv[1:]]
-    imp = _state(argv, CallerEnv(launch.environ), launch, test_build, sysconfdir,
+    name = argv[1] if len(argv) > 1 else ""  # the command; "": none given
+    imp = _state(argv, name, CallerEnv(launch.environ), launch, test_build, sysconfdir,
                  test_pattern, proxy)
-    return _dispatch(imp)
+    return _dispatch(imp, name)
 
 
-def _state(argv: list[str], env: CallerEnv, launch: LaunchData, test_build: bool,
+def _state(argv: list[str], name: str, env: CallerEnv, launch: LaunchData, test_build: bool,
            sysconfdir: str, test_pattern: str, proxy: str) -> Imp:
     """Config, log level, cgroup and (for a command that audits) the audit trail."""
     from .. import conf as cf
@@ -137,17 +138,17 @@ def _state(argv: list[str], env: CallerEnv, launch: LaunchData, test_build: bool
     if info is None:
         die("Failed to get current cgroup info")
     imp = Imp(argv, env, conf, info, launch.umask, test_build, cwd=launch.cwd, proxy=proxy)
-    if commands.audits(argv[1] if len(argv) > 1 else ""):
+    if commands.audits(name):
         from . import audit
 
         audit.configure(cf.as_bool(conf.section("audit-required")), relay=os.geteuid() == 0)
     return imp
 
 
-def _dispatch(imp: Imp) -> int:
+def _dispatch(imp: Imp, name: str) -> int:
     """Not setuid: the child half alone.  Setuid: fork the child, run the
-    parent half; a command with no parent half just drops privilege."""
-    name = imp.argv[1] if len(imp.argv) > 1 else ""
+    parent half of command ``name``; one with no parent half just drops
+    privilege."""
     if os.geteuid() != 0:
         _child(imp, None)  # not setuid: the unprivileged half only
         return 0
