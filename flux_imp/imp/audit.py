@@ -129,6 +129,17 @@ def configure(required: bool, relay: bool) -> None:
         _State.relay = (ours, theirs)
 
 
+def _priority(outcome: str) -> int:
+    """A record's syslog level: notice for ``allowed``, else warning."""
+    return _NOTICE if outcome == "allowed" else _WARNING
+
+
+def _tagged(pid: int, text: str) -> str:
+    """What follows the timestamp in syslog, the fallback file and stderr
+    alike (and what flux-imp-proxy is handed: Trail.deferred)."""
+    return f"flux-imp[{pid}]: {text}"
+
+
 def record(event: str, outcome: str, **fields: Value) -> None:
     """Log one decision; ``outcome`` is ``allowed`` or ``refused: <reason>``.
 
@@ -139,7 +150,7 @@ def record(event: str, outcome: str, **fields: Value) -> None:
     privileged = os.geteuid() == 0
     if privileged:
         drain()  # the child's records first: they came first
-    error = _syslog(_NOTICE if outcome == "allowed" else _WARNING, text)
+    error = _syslog(_priority(outcome), text)
     if error is None:
         return
     if _State.required and outcome == "allowed":
@@ -163,7 +174,7 @@ def _syslog(priority: int, text: str | None) -> OSError | None:
         now = time.localtime()
         stamp = (f"{_MONTHS[now.tm_mon - 1]} {now.tm_mday:2d} "
                  f"{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d}")
-        data = f"<{_AUTHPRIV | priority}>{stamp} flux-imp[{os.getpid()}]: {text}".encode()
+        data = f"<{_AUTHPRIV | priority}>{stamp} {_tagged(os.getpid(), text)}".encode()
     error = None
     for kind, end in ((_socket.SOCK_DGRAM, b""), (_socket.SOCK_STREAM, b"\0")):
         # Close-on-exec and closed after each record: no log socket reaches a job.
@@ -229,7 +240,7 @@ def _write_fallback(records: list[tuple[int, str]]) -> None:
     now = time.localtime()
     zone = time.strftime("%z", now)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", now) + zone[:3] + ":" + zone[3:]
-    data = "".join(f"{stamp} flux-imp[{pid}]: {text}\n" for pid, text in records)
+    data = "".join(f"{stamp} {_tagged(pid, text)}\n" for pid, text in records)
     try:
         fd = _open_fallback()
         try:
@@ -242,7 +253,7 @@ def _write_fallback(records: list[tuple[int, str]]) -> None:
         where = f"{FALLBACK_DIR}/{FALLBACK}"
         for pid, text in records:
             log.warn(f"audit: record not logged ({where}: {exc.strerror}): "
-                     f"flux-imp[{pid}]: {text}")
+                     f"{_tagged(pid, text)}")
 
 
 def _open_fallback() -> int:
@@ -308,8 +319,7 @@ class Trail:
         ``flux-imp[PID]: <record>``.  Never for ``allowed`` (audit-required
         is record()'s alone)."""
         text = format_record(self.event, outcome, {**self.fields, **fields})
-        level = _NOTICE if outcome == "allowed" else _WARNING
-        return _AUTHPRIV | level, f"flux-imp[{os.getpid()}]: {text}"
+        return _AUTHPRIV | _priority(outcome), _tagged(os.getpid(), text)
 
     def refusals(self) -> _Refusals:
         """Record any failure inside the block as a refusal, then re-raise."""
