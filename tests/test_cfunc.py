@@ -14,7 +14,7 @@ import pytest
 from flux_imp import cfunc as C
 from flux_imp.imp import cgroup, creds
 
-from . import impenv, jobs
+from . import impenv, jobs, users
 from .signconf import sign_table
 
 LIBC = C.Library(None)
@@ -188,7 +188,16 @@ def test_with_fs_ids() -> None:
     assert os.waitpid(pid, 0)[1] == 0
 
 
-# -- the setuid IMP: neither half of a munge exec imports ctypes --------------
+# -- the setuid IMP: neither half imports ctypes, nor os ----------------------
+
+# os (and os.path) costs every start about 2 ms: flux_imp calls posix and fs.py.
+_OS = {"os", "posixpath", "genericpath", "_collections_abc"}
+
+
+def imported_by(err: str) -> list[str]:
+    """The modules a ``-X importtime`` IMP logged on stderr, in order."""
+    return [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2]  # fmt: skip
 
 @pytest.mark.parametrize("mech", ["munge", "none"])
 def test_exec_imports_no_ctypes(
@@ -209,11 +218,25 @@ def test_exec_imports_no_ctypes(
     with jobs.start_exec(setup, ["1"], shell="/bin/true", stdout=subprocess.DEVNULL,
                          token=token) as proc:  # fmt: skip
         status, err = jobs.finish(proc)
-    imported = [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
-                if line.startswith("import time:") and line.count("|") == 2]  # fmt: skip
+    imported = imported_by(err)
     assert status == 0, err
     assert [name for name in imported if name.split(".")[0] == "ctypes"] == [], err
+    assert _OS.isdisjoint(imported), err
     if mech == "munge":
         # Both halves verified J through cfunc; the two logs interleave on stderr.
         assert imported.count("flux_imp.sign.munge") == 2, err
         assert imported.count("flux_imp.cfunc") == 2, err
+
+
+@pytest.mark.parametrize("command", ["version", "whoami"])
+def test_command_imports_no_os(imp: impenv.ImpInstall, owner: pwd.struct_passwd,
+                               world_tmp: Path, command: str) -> None:
+    pattern = impenv.write_config(world_tmp, "")
+    proc = impenv.run(impenv.importtime_build(imp.prefix / "libexec", imp.site), [command],
+                      as_user=users.become(owner),
+                      env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": pattern})
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    imported = imported_by(err)
+    assert "flux_imp.imp.main" in imported, err  # the log is there
+    assert _OS.isdisjoint(imported), err

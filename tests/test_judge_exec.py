@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import posix
 import pwd
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -49,7 +50,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Context:
 @pytest.fixture(autouse=True)
 def none_verifies_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
     """J of mechanism none is valid only for the real uid: make that the target's."""
-    monkeypatch.setattr(none, "os", SimpleNamespace(getuid=lambda: TARGET.pw_uid))
+    monkeypatch.setattr(none, "posix", SimpleNamespace(getuid=lambda: TARGET.pw_uid))
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,8 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     for name in ("fork", "execve", "setresuid", "setresgid", "initgroups", "setgroups",
                  "chdir", "umask", "setsid", "kill", "mkdir", "rmdir"):  # fmt: skip
-        monkeypatch.setattr(os, name, forbidden)
+        for module in (os, posix):  # the IMP calls posix (os re-exports it)
+            monkeypatch.setattr(module, name, forbidden)
     monkeypatch.setattr(audit, "record", forbidden)
     monkeypatch.setattr(audit, "_syslog", forbidden)
     monkeypatch.setattr(bpf, "attach", forbidden)
@@ -148,7 +150,7 @@ def test_signature_is_verified(ctx: Context) -> None:
 
 
 def test_root_is_refused_before_the_shell(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(none, "os", SimpleNamespace(getuid=lambda: 0))
+    monkeypatch.setattr(none, "posix", SimpleNamespace(getuid=lambda: 0))
     J = token(ctx, pwd.getpwuid(0))
     verdict, notes = judged(message(J, shell="/bin/bash"), ctx)
     assert verdict == Refusal("exec: switching to user root not supported")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import posix
 import pwd
 import resource
 from collections.abc import Iterator
@@ -62,7 +63,8 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     for name in ("fork", "execve", "setresuid", "setresgid", "initgroups", "chdir", "umask",
                  "setpriority", "kill", "setpgid"):  # fmt: skip
-        monkeypatch.setattr(os, name, forbidden)
+        for module in (os, posix):  # the IMP calls posix (os re-exports it)
+            monkeypatch.setattr(module, name, forbidden)
     monkeypatch.setattr(resource, "prlimit", forbidden)
     monkeypatch.setattr(audit, "record", forbidden)
     monkeypatch.setattr(audit, "_syslog", forbidden)

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import posix
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,7 +187,7 @@ def test_unable_to_stat_parent_directory(conf: Path, monkeypatch: pytest.MonkeyP
             raise FileNotFoundError(2, "gone")
         return real_lstat(p)
 
-    monkeypatch.setattr(os, "lstat", lstat)
+    monkeypatch.setattr(posix, "lstat", lstat)  # what pathcheck calls (os re-exports it)
     assert reason(path) == "Unable to stat parent directory"
 
 

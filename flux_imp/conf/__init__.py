@@ -14,7 +14,7 @@ listed in the docstring of ``parse``.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from . import cglob
 from .errors import ConfigError
@@ -92,7 +92,7 @@ def load_glob(
 def _paranoid(cf: dict[str, object]) -> bool:
     if as_bool(cf.get("enable-path-paranoia")):
         return True
-    return os.geteuid() == 0 and not as_bool(cf.get("disable-path-paranoia"))
+    return posix.geteuid() == 0 and not as_bool(cf.get("disable-path-paranoia"))
 
 
 def load_file(path: str, *, paranoid: bool) -> dict[str, object]:
@@ -105,18 +105,18 @@ def load_file(path: str, *, paranoid: bool) -> dict[str, object]:
         except PathError as exc:
             raise ConfigError(path, -1, f"unable to open: {exc.text}") from None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(path, -1, os.strerror(exc.errno or 0)) from None
+        raise ConfigError(path, -1, posix.strerror(exc.errno or 0)) from None
     chunks = []
     try:
         # Like fopen()+fread(): opening a directory works, reading it fails.
-        while chunk := os.read(fd, 65536):
+        while chunk := posix.read(fd, 65536):
             chunks.append(chunk)
     except OSError as exc:
-        raise ConfigError(path, -1, f"read error: {os.strerror(exc.errno or 0)}") from None
+        raise ConfigError(path, -1, f"read error: {posix.strerror(exc.errno or 0)}") from None
     finally:
-        os.close(fd)
+        posix.close(fd)
     return parse(b"".join(chunks), path)
 
 

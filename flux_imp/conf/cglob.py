@@ -8,7 +8,9 @@ must match what the C IMP matches, so both are reimplemented here.
 from __future__ import annotations
 
 import errno
-import os
+import posix
+
+from ..fs import is_dir
 
 
 def _b(text: str) -> bytes:
@@ -69,10 +71,10 @@ def _expand(pattern: str) -> list[str]:
         directory, name = pattern[:slash] or "/", pattern[slash + 1 :]
     if not name and slash > 1:
         # "pattern/": the matches of "pattern", directories marked with '/'.
-        return [p + "/" if os.path.isdir(p) else p for p in _expand(directory)]
+        return [p + "/" if is_dir(p) else p for p in _expand(directory)]
     if _pattern_type(directory) == _SPECIAL:
         # Only directories (or links to them) can hold further matches.
-        directories = [d for d in _expand(directory) if os.path.isdir(d)]
+        directories = [d for d in _expand(directory) if is_dir(d)]
     else:
         directories = [_unescape(directory)]
     return [_join(d, n) for d in directories for n in _match_in(d, name)]
@@ -98,13 +100,13 @@ def _match_in(directory: str, name: str) -> list[str]:
     if _pattern_type(name) == 0:
         # Nothing to match: the name is there (even as a dangling link) or not.
         try:
-            os.lstat(_join(directory or ".", name))
+            posix.lstat(_join(directory or ".", name))
         except OSError:
             return []
         return [name]
     try:
         # readdir(3) also returns "." and "..", which ".*" matches.
-        entries = [".", "..", *os.listdir(directory or ".")]
+        entries = [".", "..", *posix.listdir(directory or ".")]
     except OSError as exc:
         if exc.errno == errno.ENOTDIR:
             return []

@@ -17,8 +17,10 @@ scripts keep a root-owned test directory inside a user-owned one.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
+
+from ..fs import dirname, join
 
 # Upstream copies the path into a PATH_MAX + 1 byte buffer before dirname().
 _PATH_BUF = 4096 + 1
@@ -68,7 +70,7 @@ def c_dirname(path: str) -> str:
     return path[:run]
 
 
-def _others_may_write(st: os.stat_result, trusted_gids: tuple[int, ...]) -> str | None:
+def _others_may_write(st: posix.stat_result, trusted_gids: tuple[int, ...]) -> str | None:
     """``group`` or ``world`` if users other than the trusted ones may replace
     a directory's entries, else None."""
     # The sticky bit stops other writers from replacing our file.
@@ -87,13 +89,13 @@ def _check_parent(path: str, trusted_gids: tuple[int, ...]) -> str:
         raise PathError("Unable to get dirname")
     parent = c_dirname(path)
     try:
-        st = os.lstat(parent)
+        st = posix.lstat(parent)
     except OSError:
         raise PathError("Unable to stat parent directory") from None
     # lstat: a symlinked parent is refused as "unexpected file type".
     if not stat.S_ISDIR(st.st_mode):
         raise PathError("Unable to check parent directory. Unexpected file type")
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, posix.geteuid()):
         raise PathError("Invalid ownership on parent directory")
     how = _others_may_write(st, trusted_gids)
     if how is not None:
@@ -107,7 +109,7 @@ def _searched_directories(path: str) -> list[str]:
     todo = path.split("/")[::-1]  # components left, the next one last
     try:
         # A relative lookup starts at the cwd: what is above it is not searched.
-        here = "/" if path.startswith("/") else os.getcwd()
+        here = "/" if path.startswith("/") else posix.getcwd()
     except OSError:
         raise PathError("Unable to stat ancestor directory .") from None
     searched: list[str] = []
@@ -119,19 +121,19 @@ def _searched_directories(path: str) -> list[str]:
         if here not in searched:
             searched.append(here)
         if name == "..":
-            here = os.path.dirname(here)  # ``here`` is real: no symlink to undo
+            here = dirname(here)  # ``here`` is real: no symlink to undo
             continue
-        entry = os.path.join(here, name)
+        entry = join(here, name)
         try:
-            if not stat.S_ISLNK(os.lstat(entry).st_mode):
+            if not stat.S_ISLNK(posix.lstat(entry).st_mode):
                 here = entry
                 continue
-            target = os.readlink(entry)
+            target = posix.readlink(entry)
         except OSError:
             raise PathError(f"Unable to stat ancestor directory {entry}") from None
         links += 1
         if links > _MAXSYMLINKS:
-            raise PathError(os.strerror(errno.ELOOP))
+            raise PathError(posix.strerror(errno.ELOOP))
         if target.startswith("/"):
             here = "/"
         todo += target.split("/")[::-1]
@@ -142,7 +144,7 @@ def _check_ancestors(directory: str) -> None:
     """The root-only rule for every directory on the way to ``directory``."""
     for ancestor in _searched_directories(directory):
         try:
-            st = os.lstat(ancestor)  # a real directory: the walk resolved every link
+            st = posix.lstat(ancestor)  # a real directory: the walk resolved every link
         except OSError:
             raise PathError(f"Unable to stat ancestor directory {ancestor}") from None
         if st.st_uid != 0:
@@ -155,29 +157,29 @@ def _check_ancestors(directory: str) -> None:
 def path_is_secure(path: str) -> None:
     """Raise PathError unless ``path`` and the directories that hold it are
     safe to trust (see the module docstring for which and how)."""
-    # A C string ends at the first NUL; os.stat() would raise ValueError.
+    # A C string ends at the first NUL; posix.stat() would raise ValueError.
     path = path.split("\0", 1)[0]
     if not path:
         raise PathError("Filename not defined")
     try:
-        is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+        is_link = stat.S_ISLNK(posix.lstat(path).st_mode)
     except OSError:
         is_link = False
     try:
-        st = os.stat(path)
+        st = posix.stat(path)
     except OSError as exc:
-        raise PathError(os.strerror(exc.errno or 0)) from None
+        raise PathError(posix.strerror(exc.errno or 0)) from None
     # Upstream tests the target's type before refusing the link itself.
     if not stat.S_ISREG(st.st_mode):
         raise PathError("File is not a regular file")
     if is_link:
         raise PathError("symbolic link")
-    if st.st_uid not in (0, os.geteuid()):
+    if st.st_uid not in (0, posix.geteuid()):
         raise PathError("insecure file ownership")
-    privileged = os.geteuid() == 0
+    privileged = posix.geteuid() == 0
     # Upstream trusts the effective group with the file, and group 0 too
     # with its parent; root trusts no group.
-    egid = os.getegid()
+    egid = posix.getegid()
     if st.st_mode & stat.S_IWOTH or (
         st.st_mode & stat.S_IWGRP and (privileged or st.st_gid != egid)
     ):

@@ -16,7 +16,7 @@ datetime, re and math are likewise imported only where used.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import sys
 
 from .errors import ConfigError
@@ -494,7 +494,7 @@ _SHOW_CONTROLS = {0xDC00 + c: c for c in _CONTROLS}
 
 def _unconvertible(errnum: int) -> _Reject:
     # cf's text when tomltk_table_to_json() fails; errno says why.
-    return _Reject(f"converting TOML to JSON: {os.strerror(errnum)}")
+    return _Reject(f"converting TOML to JSON: {posix.strerror(errnum)}")
 
 
 def _string(value: str) -> str:

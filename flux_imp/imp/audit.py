@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import _socket
 import errno
-import os
+import posix
 import sys
 import time
 
@@ -147,7 +147,7 @@ def record(event: str, outcome: str, **fields: Value) -> None:
     if syslog does not take it, it is not kept anywhere (the action will
     not happen) and ImpError says why, for Trail.refusals() to record."""
     text = format_record(event, outcome, fields)
-    privileged = os.geteuid() == 0
+    privileged = posix.geteuid() == 0
     if privileged:
         drain()  # the child's records first: they came first
     error = _syslog(_priority(outcome), text)
@@ -156,7 +156,7 @@ def record(event: str, outcome: str, **fields: Value) -> None:
     if _State.required and outcome == "allowed":
         raise ImpError(_unlogged(error))
     if privileged:
-        _write_fallback([(os.getpid(), text)])
+        _write_fallback([(posix.getpid(), text)])
     elif _State.relay is not None:
         _hand_to_parent(text)
 
@@ -174,7 +174,7 @@ def _syslog(priority: int, text: str | None) -> OSError | None:
         now = time.localtime()
         stamp = (f"{_MONTHS[now.tm_mon - 1]} {now.tm_mday:2d} "
                  f"{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d}")
-        data = f"<{_AUTHPRIV | priority}>{stamp} {_tagged(os.getpid(), text)}".encode()
+        data = f"<{_AUTHPRIV | priority}>{stamp} {_tagged(posix.getpid(), text)}".encode()
     error = None
     for kind, end in ((_socket.SOCK_DGRAM, b""), (_socket.SOCK_STREAM, b"\0")):
         # Close-on-exec and closed after each record: no log socket reaches a job.
@@ -208,7 +208,7 @@ def _hand_to_parent(text: str) -> None:
 
 def drain() -> None:
     """The privileged parent: write the records the child could not log."""
-    if _State.relay is None or os.geteuid() != 0:
+    if _State.relay is None or posix.geteuid() != 0:
         return
     found = []
     for _ in range(_MAX_DRAINED):
@@ -226,7 +226,7 @@ def drain() -> None:
                 pid = int.from_bytes(value[:4], sys.byteorder, signed=True)  # ucred.pid
             elif kind == _socket.SCM_RIGHTS:  # a hostile child's fds: never kept
                 for i in range(0, len(value) - 3, 4):
-                    os.close(int.from_bytes(value[i:i + 4], sys.byteorder, signed=True))
+                    posix.close(int.from_bytes(value[i:i + 4], sys.byteorder, signed=True))
         text = data.translate(_SCRUB).decode("ascii")
         if flags & _socket.MSG_TRUNC:
             text += "..."
@@ -246,9 +246,9 @@ def _write_fallback(records: list[tuple[int, str]]) -> None:
         try:
             view = memoryview(data.encode())
             while view:
-                view = view[os.write(fd, view):]
+                view = view[posix.write(fd, view):]
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError as exc:
         where = f"{FALLBACK_DIR}/{FALLBACK}"
         for pid, text in records:
@@ -261,40 +261,41 @@ def _open_fallback() -> int:
 
     Made root:root: the parent's egid is the caller's, which must not
     become their group."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
     try:
-        dirfd = os.open(FALLBACK_DIR, flags)
+        dirfd = posix.open(FALLBACK_DIR, flags)
     except FileNotFoundError:
         try:
-            os.mkdir(FALLBACK_DIR, 0o700)
-            os.chown(FALLBACK_DIR, 0, 0, follow_symlinks=False)
+            posix.mkdir(FALLBACK_DIR, 0o700)
+            posix.chown(FALLBACK_DIR, 0, 0, follow_symlinks=False)
         except FileExistsError:
             pass  # made meanwhile: checked below like any other
-        dirfd = os.open(FALLBACK_DIR, flags)
+        dirfd = posix.open(FALLBACK_DIR, flags)
     try:
-        _check_roots(os.fstat(dirfd), FALLBACK_DIR)
+        _check_roots(posix.fstat(dirfd), FALLBACK_DIR)
         # O_NONBLOCK: a FIFO put there fails (ENXIO) instead of hanging us.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+        flags = (posix.O_WRONLY | posix.O_APPEND | posix.O_NOFOLLOW | posix.O_NOCTTY
+                 | posix.O_NONBLOCK)
         try:
-            fd = os.open(FALLBACK, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
+            fd = posix.open(FALLBACK, flags | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600,
                          dir_fd=dirfd)
-            os.fchown(fd, 0, 0)
+            posix.fchown(fd, 0, 0)
         except FileExistsError:
-            fd = os.open(FALLBACK, flags | os.O_CLOEXEC, dir_fd=dirfd)
+            fd = posix.open(FALLBACK, flags | posix.O_CLOEXEC, dir_fd=dirfd)
     finally:
-        os.close(dirfd)
+        posix.close(dirfd)
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         _check_roots(st, FALLBACK)
         if (st.st_mode & 0o170000) != 0o100000:  # S_IFREG, without the stat module
             raise OSError(errno.EINVAL, f"{FALLBACK} not a regular file")
     except OSError:
-        os.close(fd)
+        posix.close(fd)
         raise
     return fd
 
 
-def _check_roots(st: os.stat_result, name: str) -> None:
+def _check_roots(st: posix.stat_result, name: str) -> None:
     if st.st_uid != 0 or st.st_mode & 0o022:
         raise OSError(errno.EPERM, f"{name} not owned by root, or writable by group or others")
 
@@ -304,7 +305,7 @@ class Trail:
 
     def __init__(self, event: str, half: str) -> None:
         self.event = event
-        self.fields: dict[str, Value] = {"half": half, "caller_uid": os.getuid()}
+        self.fields: dict[str, Value] = {"half": half, "caller_uid": posix.getuid()}
 
     def note(self, **fields: Value) -> None:
         self.fields.update(fields)
@@ -319,7 +320,7 @@ class Trail:
         ``flux-imp[PID]: <record>``.  Never for ``allowed`` (audit-required
         is record()'s alone)."""
         text = format_record(self.event, outcome, {**self.fields, **fields})
-        return _AUTHPRIV | _priority(outcome), _tagged(os.getpid(), text)
+        return _AUTHPRIV | _priority(outcome), _tagged(posix.getpid(), text)
 
     def refusals(self) -> _Refusals:
         """Record any failure inside the block as a refusal, then re-raise."""

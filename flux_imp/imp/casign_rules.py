@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
+import posix
 import sys
 from collections.abc import Iterator
 
+from ..fs import lexists
 from ..sign import b64
 from ..sign.ca import CA, CAError
 from ..sign.cert import Cert, CertError
@@ -128,13 +129,13 @@ def _load_public(ca: CA) -> None:
     is the one signing would give first.  The loop mirrors CA.load's (it
     belongs in sign/ca.py, as a CA method both would call)."""
     path = ca.cert_path
-    if os.geteuid() == 0:
+    if posix.geteuid() == 0:
         from ..conf.pathcheck import PathError, path_is_secure
 
         # As CA.load: a missing file is left to Cert.load, for upstream's message.
         for name in (path + ".pub", path):
             try:
-                if os.path.lexists(name):
+                if lexists(name):
                     path_is_secure(name)
             except PathError as exc:
                 raise CAError(f"{name}: {exc.text}") from None
@@ -167,7 +168,7 @@ def judge(cert: Cert, conf: ImpConfig, caller: Caller) -> CasignPlan | Refusal:
     if max_cert_ttl < 0:
         refusal = Refusal(f"casign: ca_sign: ttl must be <= {max_cert_ttl}")
     elif issuer is None:
-        refusal = Refusal(f"casign: ca_sign: {os.strerror(errno.ENOENT)}")
+        refusal = Refusal(f"casign: ca_sign: {posix.strerror(errno.ENOENT)}")
     return CasignPlan(ca, cert, caller.uid, max_cert_ttl, ca._int("max-sign-ttl"),
                       ca._str("domain"), issuer, refusal)
 

@@ -13,7 +13,9 @@ loading _ctypes would cost every command milliseconds.
 
 from __future__ import annotations
 
-import os
+import posix
+
+from ..fs import basename, fsencode
 
 _TMPFS_MAGIC = 0x01021994
 _CGROUP_SUPER_MAGIC = 0x27E0EB
@@ -37,7 +39,7 @@ def _statfs_type(path: str) -> int | None:
     # struct statfs starts with f_type (a long) on Linux; 256 bytes is ample.
     statfs = C.Library(None).function("statfs", C.c_int, [C.c_char_p, C.c_void_p])
     buf = C.string_buffer(256)
-    if statfs(os.fsencode(path), buf) != 0:
+    if statfs(fsencode(path), buf) != 0:
         return None
     return C.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
@@ -66,7 +68,7 @@ def _fs_type(path: str, mounts: dict[bytes, list[list[bytes]]]) -> int | None:
     also report blocks (ramfs, which takes that name without CONFIG_SHMEM,
     reports none).  Anything else asks statfs(2) itself.
     """
-    here = mounts.get(os.fsencode(path), [])
+    here = mounts.get(fsencode(path), [])
     parents = {fields[1] for fields in here}
     top = [fields for fields in here if fields[0] not in parents]
     if len(top) == 1:
@@ -74,10 +76,10 @@ def _fs_type(path: str, mounts: dict[bytes, list[list[bytes]]]) -> int | None:
         try:
             sep = fields.index(b"-", 6)
             magic = _MAGIC_BY_NAME.get(fields[sep + 1])
-            st = os.stat(path)
-            same = fields[2] == b"%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+            st = posix.stat(path)
+            same = fields[2] == b"%d:%d" % (posix.major(st.st_dev), posix.minor(st.st_dev))
             if magic == _TMPFS_MAGIC and same:
-                same = os.statvfs(path).f_blocks > 0
+                same = posix.statvfs(path).f_blocks > 0
         except (ValueError, IndexError, OSError):
             magic, same = None, False
         if magic is not None and same:
@@ -144,12 +146,12 @@ class CgroupInfo(tuple[str, bool, bool]):
 
     def kill(self, sig: int) -> int:
         """Signal every process in the cgroup but us; -1 if none could be."""
-        me, count, failed = os.getpid(), 0, False
+        me, count, failed = posix.getpid(), 0, False
         for pid in self.procs():
             if pid == me:
                 continue
             try:
-                os.kill(pid, sig)
+                posix.kill(pid, sig)
                 count += 1
             except OSError:
                 failed = True
@@ -168,5 +170,5 @@ def detect() -> CgroupInfo | None:
     if rel is None:
         return None
     path = mount + rel
-    base = os.path.basename(path)
+    base = basename(path)
     return CgroupInfo(path, unified, base.startswith(("imp-shell", "flux-")))

@@ -10,7 +10,7 @@ one call only, and verified undone: the file-system ids around a connect
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import pwd
 
 from .log import die, log
@@ -30,11 +30,11 @@ _KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
 def _verify_cannot_regain(uid: int, gid: int) -> None:
-    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+    if posix.getresuid() != (uid, uid, uid) or posix.getresgid() != (gid, gid, gid):
         die("privilege drop left a saved id behind")
     if uid != 0:
         try:
-            os.setreuid(-1, 0)
+            posix.setreuid(-1, 0)
         except OSError:
             return
         die(f"irreversible switch to uid {uid} failed")
@@ -42,10 +42,10 @@ def _verify_cannot_regain(uid: int, gid: int) -> None:
 
 def drop_to_real_ids() -> None:
     """Privsep child: become the caller for good (supplementary groups kept, as upstream)."""
-    ruid, rgid = os.getuid(), os.getgid()
+    ruid, rgid = posix.getuid(), posix.getgid()
     try:
-        os.setresgid(rgid, rgid, rgid)
-        os.setresuid(ruid, ruid, ruid)
+        posix.setresgid(rgid, rgid, rgid)
+        posix.setresuid(ruid, ruid, ruid)
     except OSError as exc:
         die(f"dropping privileges: {exc.strerror}")
     _verify_cannot_regain(ruid, rgid)
@@ -54,9 +54,9 @@ def drop_to_real_ids() -> None:
 def become_user(user: pwd.struct_passwd) -> None:
     """Job shell: the target user's groups, gid and uid, for good."""
     try:
-        os.initgroups(user.pw_name, user.pw_gid)
-        os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
-        os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
+        posix.initgroups(user.pw_name, user.pw_gid)
+        posix.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
+        posix.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
     except OSError as exc:
         die(f"switching to user {user.pw_name}: {exc.strerror}")
     _verify_cannot_regain(user.pw_uid, user.pw_gid)
@@ -71,9 +71,9 @@ def become_root_for_run() -> None:
     with the owner's group memberships, which a root prolog does not expect.
     """
     try:
-        os.initgroups("root", 0)
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        posix.initgroups("root", 0)
+        posix.setresgid(0, 0, 0)
+        posix.setresuid(0, 0, 0)
     except OSError as exc:
         die(f"run: switching to root: {exc.strerror}")
     _verify_cannot_regain(0, 0)
@@ -86,8 +86,8 @@ def simulate_sudo(name: str) -> bool:
     except KeyError:
         return False
     try:
-        os.setresgid(user.pw_gid, -1, -1)
-        os.setresuid(user.pw_uid, -1, -1)
+        posix.setresgid(user.pw_gid, -1, -1)
+        posix.setresuid(user.pw_uid, -1, -1)
     except OSError:
         return False
     return True
@@ -110,10 +110,10 @@ def with_fs_ids(uid: int, gid: int, action: Callable[[], T]) -> T:
         setfsuid(new_uid)
         return bool(setfsgid(new_gid) == new_gid and setfsuid(new_uid) == new_uid)
 
-    old_uid, old_gid = os.geteuid(), os.getegid()  # what the fs ids follow
+    old_uid, old_gid = posix.geteuid(), posix.getegid()  # what the fs ids follow
     try:
         if not switch(uid, gid):
-            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+            raise OSError(errno.EPERM, posix.strerror(errno.EPERM))
         return action()
     finally:
         if not switch(old_uid, old_gid):
@@ -126,32 +126,32 @@ def join_new_session_keyring(owner: pwd.struct_passwd) -> None:
     the kernel (ENOSYS) there is nothing to share: a warning, not fatal."""
     from .. import cfunc as C  # the parent has it already when munge verified J
 
-    machine = os.uname().machine
+    machine = posix.uname().machine
     number = SYS_KEYCTL.get(machine)
     if number is None:
         die(f"exec: keyctl(2) syscall number unknown on {machine}")
     # long syscall(long number, ...): the rest passed as their C types.
     syscall = C.Library(None).function("syscall", C.c_long, [C.c_long], use_errno=True)
-    ruid, rgid = os.getuid(), os.getgid()
+    ruid, rgid = posix.getuid(), posix.getgid()
     # The kernel gives the keyring to the real ids (as pam_keyinit does, switch
     # only those, for the one call: the effective ones stay root's).
     try:
-        os.setresgid(owner.pw_gid, -1, -1)
-        os.setresuid(owner.pw_uid, -1, -1)
+        posix.setresgid(owner.pw_gid, -1, -1)
+        posix.setresuid(owner.pw_uid, -1, -1)
         rc = syscall(number, C.c_int(_KEYCTL_JOIN_SESSION_KEYRING), C.c_char_p(None))
         err = C.get_errno()
     except OSError as exc:
         rc, err = -1, exc.errno or errno.EPERM
     finally:
         try:
-            os.setresuid(ruid, -1, -1)
-            os.setresgid(rgid, -1, -1)
+            posix.setresuid(ruid, -1, -1)
+            posix.setresgid(rgid, -1, -1)
         except OSError:
             pass
-        if os.getuid() != ruid or os.getgid() != rgid:
+        if posix.getuid() != ruid or posix.getgid() != rgid:
             die("restoring the real ids failed")
     if rc >= 0:
         return
     if err != errno.ENOSYS:
-        die(f"exec: failed to join a new session keyring: {os.strerror(err)}")
+        die(f"exec: failed to join a new session keyring: {posix.strerror(err)}")
     log.warn("exec: kernel without keyrings: no session keyring for the job")

@@ -20,7 +20,7 @@ their form (at most 512, ERANGE, as upstream) and uses them as they are.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 from dataclasses import dataclass
 
@@ -113,13 +113,13 @@ def _resolve(spec: str, access: str) -> list[Rule]:
 
 def _node_rule(spec: str, access: str) -> Rule:
     try:
-        st = os.stat(spec)
+        st = posix.stat(spec)
     except OSError as exc:
         raise _Ignored(exc.strerror or str(exc)) from None
     if stat.S_ISCHR(st.st_mode):
-        return Rule("c", os.major(st.st_rdev), os.minor(st.st_rdev), access)
+        return Rule("c", posix.major(st.st_rdev), posix.minor(st.st_rdev), access)
     if stat.S_ISBLK(st.st_mode):
-        return Rule("b", os.major(st.st_rdev), os.minor(st.st_rdev), access)
+        return Rule("b", posix.major(st.st_rdev), posix.minor(st.st_rdev), access)
     raise _Ignored("not a device")
 
 

@@ -12,7 +12,7 @@ runs the shell itself if ``allow-unprivileged-exec`` is set.
 
 from __future__ import annotations
 
-import os
+import posix
 import pwd
 
 from .. import conf as cf
@@ -96,7 +96,7 @@ def verify(ctx: Context, token: str, trail: audit.Trail) -> pwd.struct_passwd:
     try:
         user = pwd.getpwuid(cred.userid & 0xFFFFFFFF)  # a uid_t, as upstream
     except KeyError:
-        host = os.uname().nodename or "unknown"
+        host = posix.uname().nodename or "unknown"
         die(f"exec: userid {_c_int(cred.userid)} is invalid on {host}")
     trail.note(target=user.pw_name, target_uid=user.pw_uid)
     return user
@@ -105,7 +105,7 @@ def verify(ctx: Context, token: str, trail: audit.Trail) -> pwd.struct_passwd:
 def exec_shell(shell: str, argv: list[str], environ: list[bytes]) -> NoReturn:
     """cd / and execvp the shell (upstream imp_exec); dies 126/127 on failure."""
     try:
-        os.chdir("/")
+        posix.chdir("/")
     except OSError:
         die("exec: failed to chdir to /")
     helper.default_signals()
@@ -118,7 +118,7 @@ def _close_fds_above_stdio() -> None:
     """Only 0, 1 and 2 reach the shell: PAM modules and C libraries may have
     left descriptors open without close-on-exec (Python opens none)."""
     try:
-        highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+        highest = max(int(name) for name in posix.listdir("/proc/self/fd"))
     except (OSError, ValueError):  # no /proc: every descriptor there may be
-        highest = os.sysconf("SC_OPEN_MAX") - 1
-    os.closerange(3, highest + 1)
+        highest = posix.sysconf("SC_OPEN_MAX") - 1
+    posix.closerange(3, highest + 1)

@@ -16,7 +16,9 @@ environ *is* the caller's) calls execvp.  ``os.execvpe`` differs on both.
 from __future__ import annotations
 
 import errno
-import os
+import posix
+
+from ..fs import fsencode
 
 # Annotations only: typing and collections cost start-up time.
 TYPE_CHECKING = False  # mypy reads this as true
@@ -49,16 +51,16 @@ def execvp(file: str, argv: Sequence[str], environ: Sequence[bytes]) -> OSError:
 
     libc = C.Library(None)
     call = libc.function("execvp", C.c_int, [C.c_char_p, C.POINTER(C.c_char_p)], use_errno=True)
-    c_argv = (C.c_char_p * (len(argv) + 1))(*(os.fsencode(a) for a in argv), None)
+    c_argv = (C.c_char_p * (len(argv) + 1))(*(fsencode(a) for a in argv), None)
     c_env = (C.c_char_p * (len(environ) + 1))(*environ, None)
     current = libc.variable(C.c_void_p, "environ")
     saved = current.value
     current.value = C.addressof(c_env)
     C.set_errno(0)
-    call(os.fsencode(file), c_argv)
+    call(fsencode(file), c_argv)
     code = C.get_errno()
     current.value = saved
-    return OSError(code, os.strerror(code))
+    return OSError(code, posix.strerror(code))
 
 
 class Helper:
@@ -71,27 +73,27 @@ class Helper:
     @classmethod
     def spawn(cls, command: str, environ: Sequence[bytes]) -> Helper:
         argv = split_command(command)
-        rfd, wfd = os.pipe()  # both close-on-exec: only the dup on fd 1 is passed
-        pid = os.fork()
+        rfd, wfd = posix.pipe()  # both close-on-exec: only the dup on fd 1 is passed
+        pid = posix.fork()
         if pid == 0:
             _helper_child(command, argv, wfd, environ)
-        os.close(wfd)
+        posix.close(wfd)
         return cls(pid, rfd)
 
     def read_all(self) -> bytes:
         """Everything the helper writes, up to EOF (no size limit, as upstream)."""
         chunks = []
         try:
-            while chunk := os.read(self.stdout, 1 << 16):
+            while chunk := posix.read(self.stdout, 1 << 16):
                 chunks.append(chunk)
         finally:
-            os.close(self.stdout)
+            posix.close(self.stdout)
         return b"".join(chunks)
 
     def wait(self) -> int:
         """Reap the helper; its wait status (0xffff if it cannot be reaped)."""
         try:
-            return os.waitpid(self.pid, 0)[1]
+            return posix.waitpid(self.pid, 0)[1]
         except ChildProcessError:
             return 0xFFFF
 
@@ -103,15 +105,15 @@ def _helper_child(command: str, argv: list[str], wfd: int, environ: Sequence[byt
         if not argv:
             message = f"failed to tokenize '{command}'"
         else:
-            os.dup2(wfd, 1)
-            os.setsid()
+            posix.dup2(wfd, 1)
+            posix.setsid()
             default_signals()
             err = execvp(argv[0], argv, environ)
             message = f"{argv[0]}: {err.strerror}"
             code = 127 if err.errno == errno.ENOENT else 126
-        os.write(2, f"imp: popen: {message}\n".encode("utf-8", "surrogateescape"))
+        posix.write(2, f"imp: popen: {message}\n".encode("utf-8", "surrogateescape"))
     finally:
-        os._exit(code)
+        posix._exit(code)
 
 
 def exec_failure_code(err: OSError) -> int:

@@ -9,7 +9,7 @@ value, so that nothing is misread silently.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from .. import conf as cf
 from ..paths import SYSCONFDIR, imp_config_pattern, security_config_pattern
@@ -110,16 +110,16 @@ def in_callers_cwd(pattern: str | None, cwd: str, load: Callable[[], T]) -> T:
     """
     if not pattern or pattern[0] == "/" or not cwd:
         return load()
-    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    here = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         try:  # noqa: SIM105 - contextlib costs start-up time
-            os.chdir(cwd)
+            posix.chdir(cwd)
         except OSError:
             pass
         return load()
     finally:
-        os.fchdir(here)
-        os.close(here)
+        posix.fchdir(here)
+        posix.close(here)
 
 
 def load(env: CallerEnv, test_build: bool, cwd: str = "",

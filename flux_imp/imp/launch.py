@@ -20,8 +20,10 @@ Call :func:`read_launch_data` once, at start-up: it closes fd 3.
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
+
+from ..fs import fsdecode
 
 LAUNCH_FD = 3
 MAGIC = b"flux-imp-launch 1\0"
@@ -89,7 +91,7 @@ def read_launch_data(fd: int = LAUNCH_FD) -> LaunchData:
     data = _read_if_ours(fd)
     if data is None:
         return LaunchData(
-            environ=[key + b"=" + value for key, value in os.environb.items()],
+            environ=[key + b"=" + value for key, value in posix.environ.items()],
             umask=_current_umask(),
             via_launcher=False,
             cwd=_current_cwd(),
@@ -127,7 +129,7 @@ def parse_launch_data(data: bytes) -> tuple[list[bytes], int, str]:
         raise LaunchDataError(
             f"launch data: {len(environ)} environment strings, header says {int(envc)}"
         )
-    return environ, int(umask, 8), os.fsdecode(cwd)
+    return environ, int(umask, 8), fsdecode(cwd)
 
 
 def _field(field: bytes, name: bytes) -> bytes | None:
@@ -138,13 +140,13 @@ def _field(field: bytes, name: bytes) -> bytes | None:
 def _read_if_ours(fd: int) -> bytes | None:
     """The whole content of ``fd`` if it is launch data, else None."""
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
     except OSError:
         return None  # not open: run without the launcher
     if not stat.S_ISREG(st.st_mode):
         return None  # e.g. a pipe some parent left open: do not consume it
     # pread: a regular file's offset may be shared; never move it.
-    if os.pread(fd, len(_IDENT), 0) != _IDENT:
+    if posix.pread(fd, len(_IDENT), 0) != _IDENT:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -152,24 +154,24 @@ def _read_if_ours(fd: int) -> bytes | None:
     # a 1 MiB request would allocate and trim a 1 MiB buffer every time.
     want = min(max(st.st_size + 1, 4096), 1 << 20)
     try:
-        while chunk := os.pread(fd, want, size):
+        while chunk := posix.pread(fd, want, size):
             chunks.append(chunk)
             size += len(chunk)
             if size > _MAX_SIZE:
                 raise LaunchDataError("launch data: larger than 64 MiB")
     finally:
-        os.close(fd)  # ours: nothing after start-up may inherit it
+        posix.close(fd)  # ours: nothing after start-up may inherit it
     return b"".join(chunks)
 
 
 def _current_cwd() -> str:
     try:
-        return os.getcwd()
+        return posix.getcwd()
     except OSError:
         return ""  # deleted: unknown, as the launcher records it
 
 
 def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
+    mask = posix.umask(0o022)
+    posix.umask(mask)
     return mask

@@ -7,7 +7,7 @@ byte limit and the control-character scrubbing are upstream's.
 
 from __future__ import annotations
 
-import os
+import posix
 
 # Annotations only: every command imports this module, and typing costs
 # milliseconds of start-up (mypy reads the flag as true).
@@ -58,7 +58,7 @@ class Log:
             prefix += _NAMES[level].encode() + b": "
         # If stderr is gone there is nowhere to report; the exit code still tells.
         try:  # noqa: SIM105 - contextlib costs start-up time
-            os.write(2, prefix + scrub(message) + b"\n")
+            posix.write(2, prefix + scrub(message) + b"\n")
         except OSError:
             pass
 

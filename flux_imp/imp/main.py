@@ -12,7 +12,7 @@ and loads no audit code.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from ..paths import SYSCONFDIR
@@ -37,12 +37,12 @@ def _set_process_name() -> None:
     # Writing our own /proc/self/comm is prctl(PR_SET_NAME) for a
     # single-threaded process, without importing python-prctl.
     try:
-        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+        fd = posix.open("/proc/self/comm", posix.O_WRONLY | posix.O_CLOEXEC)
         try:
-            if os.write(fd, _NAME) == len(_NAME):
+            if posix.write(fd, _NAME) == len(_NAME):
                 return
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError:
         pass  # no /proc: fall back to prctl(2)
     import prctl  # type: ignore[import-untyped, unused-ignore]
@@ -59,7 +59,7 @@ def _child(imp: Imp, ps: Privsep | None) -> None:
     # if not (or the cwd is unknown), it stays in "/".  The parent never does.
     if imp.cwd:
         try:  # noqa: SIM105 - contextlib costs start-up time
-            os.chdir(imp.cwd)
+            posix.chdir(imp.cwd)
         except OSError:
             pass
     if len(imp.argv) < 2:
@@ -90,7 +90,7 @@ def _parent(imp: Imp, ps: Privsep) -> None:
 
 def _sudo_simulation(imp: Imp) -> None:
     # SUDO_USER only counts when the real uid is root (sudo, or root itself).
-    user = imp.env.get("SUDO_USER") if os.getuid() == 0 else None
+    user = imp.env.get("SUDO_USER") if posix.getuid() == 0 else None
     if user is None:
         return
     from .. import conf as cf
@@ -141,7 +141,7 @@ def _state(argv: list[str], name: str, env: CallerEnv, launch: LaunchData, test_
     if commands.audits(name):
         from . import audit
 
-        audit.configure(cf.as_bool(conf.section("audit-required")), relay=os.geteuid() == 0)
+        audit.configure(cf.as_bool(conf.section("audit-required")), relay=posix.geteuid() == 0)
     return imp
 
 
@@ -149,11 +149,11 @@ def _dispatch(imp: Imp, name: str) -> int:
     """Not setuid: the child half alone.  Setuid: fork the child, run the
     parent half of command ``name``; one with no parent half just drops
     privilege."""
-    if os.geteuid() != 0:
+    if posix.geteuid() != 0:
         _child(imp, None)  # not setuid: the unprivileged half only
         return 0
     _sudo_simulation(imp)
-    if os.getuid() == 0:
+    if posix.getuid() == 0:
         die("Refusing to run as root")
     if commands.parent_free(name):
         # Nothing would run as root: become the caller for good instead of
@@ -195,4 +195,4 @@ def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR, test_pattern: str = 
     # Everything is written: skip the interpreter's teardown (freeing every
     # module and object, which costs milliseconds) as the forked halves do.
     # Nothing registers exit handlers that matter (munge's only free memory).
-    os._exit(code)
+    posix._exit(code)

@@ -29,7 +29,7 @@ ignored, as upstream ignores every unknown key.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 
 from ..sign.kv import KV
 
@@ -56,8 +56,8 @@ class OptionsError(Exception):
     """Bad options or a bad kv encoding of them; ``strerror`` is the message."""
 
     def __init__(self, code: int) -> None:
-        super().__init__(os.strerror(code))
-        self.strerror = os.strerror(code)
+        super().__init__(posix.strerror(code))
+        self.strerror = posix.strerror(code)
 
 
 class DevicePolicy(tuple[str, "tuple[tuple[str, str], ...]"]):

@@ -8,7 +8,7 @@ trusts nothing in it: each command re-validates what matters.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from ..sign.kv import KV, KVError
@@ -37,7 +37,7 @@ def _unpack_len(head: bytes) -> int:
 def _read_exact(fd: int, count: int) -> bytes:
     chunks, left = [], count
     while left > 0:
-        chunk = os.read(fd, left)
+        chunk = posix.read(fd, left)
         if not chunk:
             break
         chunks.append(chunk)
@@ -48,7 +48,7 @@ def _read_exact(fd: int, count: int) -> bytes:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[posix.write(fd, view) :]
 
 
 class Privsep:
@@ -61,16 +61,16 @@ class Privsep:
 
     @classmethod
     def start(cls, child_main: Callable[[Privsep], None]) -> Privsep:
-        up_r, up_w = os.pipe2(os.O_CLOEXEC)  # parent -> child
-        pp_r, pp_w = os.pipe2(os.O_CLOEXEC)  # child -> parent
+        up_r, up_w = posix.pipe2(posix.O_CLOEXEC)  # parent -> child
+        pp_r, pp_w = posix.pipe2(posix.O_CLOEXEC)  # child -> parent
         sys.stdout.flush()
-        pid = os.fork()
+        pid = posix.fork()
         if pid == 0:
-            os.close(up_w)
-            os.close(pp_r)
+            posix.close(up_w)
+            posix.close(pp_r)
             cls._child(cls(0, up_r, pp_w), child_main)
-        os.close(up_r)
-        os.close(pp_w)
+        posix.close(up_r)
+        posix.close(pp_w)
         ps = cls(pid, pp_r, up_w)
         try:
             _write_all(up_w, b"\0")  # go: the parent is ready to read
@@ -97,7 +97,7 @@ class Privsep:
         try:
             sys.stdout.flush()
         finally:
-            os._exit(code)
+            posix._exit(code)
 
     # -- child side ------------------------------------------------------
     def send(self, kv: KV, command: str) -> None:
@@ -133,11 +133,11 @@ class Privsep:
         if self.pid <= 0:
             return True
         try:
-            _, status = os.waitpid(self.pid, 0)
+            _, status = posix.waitpid(self.pid, 0)
         except ChildProcessError:
             return False
         self.pid = -1
-        return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        return posix.WIFEXITED(status) and posix.WEXITSTATUS(status) == 0
 
 
 def require_child_ok(ps: Privsep | None, command: str) -> None:

@@ -37,10 +37,11 @@ paused until some forwarded signal arrives.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import time
 
+from ..fs import fsencode
 from . import sdnotify
 from .log import ImpError, die, log
 from .sdnotify import notify, sd_notify
@@ -104,7 +105,7 @@ def spawn_and_proxy(
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
     _flush()  # nothing buffered may be written twice
     try:
-        pid = os.fork()
+        pid = posix.fork()
     except OSError as exc:
         if finish is not None:
             finish()
@@ -115,7 +116,7 @@ def spawn_and_proxy(
     if signal_group:
         # Also here, so a signal forwarded before the child's setpgrp() finds the group.
         with _suppress(OSError):
-            os.setpgid(pid, pid)
+            posix.setpgid(pid, pid)
     proxy = _Proxy(imp.cgroup, job_cgroup, pid, signal_group)
     socket = imp.env.get("NOTIFY_SOCKET")
     _notify_or_warn(socket, "READY=1")
@@ -178,7 +179,7 @@ def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
         ("FLUX_IMP_RECORD_REMOVED", removed), ("FLUX_IMP_RECORD_KEPT", kept)) if text}
     if max(map(len, env.values()), default=0) > _MAX_ARG or not job.isprintable():
         return  # execve would refuse it (E2BIG), or the helper would print it unscrubbed
-    argv = [os.fsencode(arg) for arg in (
+    argv = [fsencode(arg) for arg in (
         helper, str(proxy.pid), str(proxy.target),
         str(proxy.target if proxy.target < 0 and not job else 0),
         str(sum(1 << sig for sig in _FORWARDED)),
@@ -186,12 +187,12 @@ def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
         str(0 if job else round(_SETTLE * 1000)), str(priority), job,
         job and f"{job}/cgroup.kill", procs and f"{procs}/cgroup.procs",
         job and f"{job}/cgroup.events")]
-    argv += [where, *(os.fsencode(arg) for arg in (
+    argv += [where, *(fsencode(arg) for arg in (
         audit.SYSLOG, audit.FALLBACK_DIR, audit.FALLBACK))]
     audit.drain()  # the child's records go before any of ours, as record() has them
     _flush()
     try:
-        os.execve(helper, argv, env)  # noqa: S606 - the launcher's helper; argv is data
+        posix.execve(helper, argv, env)
     except OSError as exc:
         log.warn(f"proxy: cannot exec {helper}: {exc.strerror}")
 
@@ -205,10 +206,10 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool) -
             with _suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.umask(umask)  # the launcher set 022; the job gets what the caller had
+        posix.umask(umask)  # the launcher set 022; the job gets what the caller had
         if signal_group:
             try:
-                os.setpgrp()
+                posix.setpgrp()
             except OSError as exc:
                 die(f"setpgrp: {exc.strerror}")
         exec_child()
@@ -218,7 +219,7 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool) -
     except BaseException as exc:  # never unwind into the parent's code
         log.fatal(f"internal error: {exc!r}")
     _flush()
-    os._exit(code)
+    posix._exit(code)
 
 
 class _Proxy:
@@ -245,17 +246,18 @@ class _Proxy:
             if self.target < 0:
                 # run: its whole process group too, even outside cgroup-kill mode.
                 with _suppress(OSError):
-                    os.kill(self.target, signal.SIGKILL)
+                    posix.kill(self.target, signal.SIGKILL)
         elif sig in _FORWARDED:
             with _suppress(OSError):  # already gone: nothing to forward to
-                os.kill(self.target, sig)
+                posix.kill(self.target, sig)
 
     def wait_child(self) -> int:
         """Handle signals until the child exits, left unreaped; its wait status."""
         while True:
             try:
                 # WNOWAIT: a zombie until reap(), so its pid stays ours.
-                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                info = posix.waitid(posix.P_PID, self.pid,
+                                    posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
             except ChildProcessError as exc:
                 die(f"waitpid: {exc.strerror}")
             if info is not None:
@@ -264,7 +266,7 @@ class _Proxy:
 
     def reap(self) -> None:
         try:
-            os.waitpid(self.pid, 0)
+            posix.waitpid(self.pid, 0)
         except ChildProcessError as exc:
             die(f"waitpid: {exc.strerror}")
 
@@ -308,7 +310,7 @@ def _kill_job(cgroup: CgroupInfo) -> None:
 
 def _children() -> list[int]:
     """The IMP's direct children (upstream pid_kill_children)."""
-    me = os.getpid()
+    me = posix.getpid()
     try:
         with open(f"/proc/{me}/task/{me}/children", encoding="ascii") as f:
             found = [int(p) for p in f.read().split()]
@@ -323,7 +325,7 @@ def _children() -> list[int]:
 def scan_children(parent: int) -> list[int]:
     """Children of ``parent`` found by reading every /proc/PID/status."""
     found = []
-    for name in os.listdir("/proc"):
+    for name in posix.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
@@ -344,7 +346,7 @@ def _kill_pids(pids: list[int], sig: int) -> int:
     count, error = 0, None
     for pid in pids:
         try:
-            os.kill(pid, sig)
+            posix.kill(pid, sig)
             count += 1
         except OSError as exc:
             error = exc
@@ -354,18 +356,18 @@ def _kill_pids(pids: list[int], sig: int) -> int:
     return count
 
 
-def _wait_status(info: os.waitid_result) -> int:
+def _wait_status(info: posix.waitid_result) -> int:
     """waitid's report as the wait status waitpid would have given."""
-    if info.si_code == os.CLD_EXITED:
+    if info.si_code == posix.CLD_EXITED:
         return (info.si_status & 0xFF) << 8
-    return info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
+    return info.si_status | (0x80 if info.si_code == posix.CLD_DUMPED else 0)
 
 
 def _describe(status: int) -> str:
-    if os.WIFEXITED(status):
-        return f"IMP child exited ({os.WEXITSTATUS(status)})"
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+    if posix.WIFEXITED(status):
+        return f"IMP child exited ({posix.WEXITSTATUS(status)})"
+    if posix.WIFSIGNALED(status):
+        sig = posix.WTERMSIG(status)
         return f"IMP child {signal.strsignal(sig) or f'Unknown signal {sig}'}"
     return f"IMP child wait returned status={status}"
 
@@ -380,18 +382,18 @@ def _notify_or_warn(socket: str | None, message: str) -> None:
 def _exit_like(status: int) -> NoReturn:
     """Exit with the child's code, or die of the signal that killed it."""
     _flush()
-    if os.WIFEXITED(status):
-        os._exit(os.WEXITSTATUS(status))
-    if not os.WIFSIGNALED(status):
-        os._exit(1)
-    sig = os.WTERMSIG(status)
+    if posix.WIFEXITED(status):
+        posix._exit(posix.WEXITSTATUS(status))
+    if not posix.WIFSIGNALED(status):
+        posix._exit(1)
+    sig = posix.WTERMSIG(status)
     with _suppress(OSError, ValueError):  # SIGKILL keeps its default anyway
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
     with _suppress(OSError):
         signal.raise_signal(sig)
     log.fatal(f"failed to raise signal {sig}")
-    os._exit(128 + sig)
+    posix._exit(128 + sig)
 
 
 def _flush() -> None:

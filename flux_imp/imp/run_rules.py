@@ -25,7 +25,7 @@ that, with the names of the variables it passes.
 
 from __future__ import annotations
 
-import os
+import posix
 import pwd
 
 from .. import conf as cf
@@ -279,7 +279,7 @@ def pid1_limits() -> Limits:
 
 def _pid1_nice() -> int:
     try:
-        return os.getpriority(os.PRIO_PROCESS, 1)
+        return posix.getpriority(posix.PRIO_PROCESS, 1)
     except OSError as exc:  # the message of old, when reading and setting were one step
         die(f"run: failed to set nice value: {exc.strerror}")
 
@@ -292,16 +292,16 @@ def run(imp: Imp, plan: RunPlan) -> NoReturn:
     from .proxy import spawn_and_proxy
 
     try:
-        os.chdir(plan.cwd)
+        posix.chdir(plan.cwd)
     except OSError:
         die(f"run: failed to chdir to {plan.cwd}")
 
     def exec_command() -> NoReturn:
         if plan.as_root:
             creds.become_root_for_run()
-        os.umask(plan.umask)  # as root, not the caller's (proxy set the caller's)
+        posix.umask(plan.umask)  # as root, not the caller's (proxy set the caller's)
         try:
-            os.execve(plan.path, plan.argv, plan.env)  # noqa: S606 - argv is [path], no shell
+            posix.execve(plan.path, plan.argv, plan.env)
         except OSError as exc:
             die(f"{plan.path}: {exc.strerror}", helper.exec_failure_code(exc))
 

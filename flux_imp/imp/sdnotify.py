@@ -12,7 +12,7 @@ socket the caller could reach itself (systemd's are writable by all).
 from __future__ import annotations
 
 import errno
-import os
+import posix
 
 # sizeof(sockaddr_un.sun_path); upstream keeps room for a NUL byte.
 _SUN_PATH = 108
@@ -25,10 +25,10 @@ def checked(env_value: str | None) -> bytes | None:
     if env_value is None:
         return None
     if not env_value.startswith(("/", "@")):
-        raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        raise OSError(errno.EAFNOSUPPORT, posix.strerror(errno.EAFNOSUPPORT))
     encoded = env_value.encode("utf-8", "surrogateescape")
     if len(encoded) >= _SUN_PATH:
-        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
+        raise OSError(errno.E2BIG, posix.strerror(errno.E2BIG))
     return encoded
 
 
@@ -39,7 +39,7 @@ def notify(env_value: str | None, message: str) -> None:
     :func:`checked`, or whatever socket/connect/send report.
     """
     if not message:
-        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        raise OSError(errno.EINVAL, posix.strerror(errno.EINVAL))
     address = checked(env_value)
     if address is None:
         return
@@ -50,14 +50,14 @@ def notify(env_value: str | None, message: str) -> None:
     import socket  # only under systemd: keep it off the common exec path
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        if os.geteuid() == 0 and not address.startswith(b"\0"):
+        if posix.geteuid() == 0 and not address.startswith(b"\0"):
             from .creds import with_fs_ids
 
-            with_fs_ids(os.getuid(), os.getgid(), lambda: sock.connect(address))
+            with_fs_ids(posix.getuid(), posix.getgid(), lambda: sock.connect(address))
         else:
             sock.connect(address)  # abstract names have no permissions to check
         if sock.send(data) != len(data):
-            raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
+            raise OSError(errno.EPROTO, posix.strerror(errno.EPROTO))
 
 
 def sd_notify(env_value: str | None, message: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 import pwd
 
 # Annotations only: these modules are imported where they are used, and
@@ -67,10 +67,10 @@ class Imp:
         support may have set them), the name (None: no passwd entry), umask."""
         from .verdict import Caller
 
-        return Caller(os.getuid(), os.getgid(), self.real_user_name(), self.umask)
+        return Caller(posix.getuid(), posix.getgid(), self.real_user_name(), self.umask)
 
     def real_user_name(self) -> str | None:
         try:
-            return pwd.getpwuid(os.getuid()).pw_name
+            return pwd.getpwuid(posix.getuid()).pw_name
         except KeyError:
             return None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 
 def print_ids(prefix: str) -> None:
-    sys.stdout.write(f"{prefix}: uid={os.getuid()} euid={os.geteuid()} "
-                     f"gid={os.getgid()} egid={os.getegid()}\n")
+    sys.stdout.write(f"{prefix}: uid={posix.getuid()} euid={posix.geteuid()} "
+                     f"gid={posix.getgid()} egid={posix.getegid()}\n")
     sys.stdout.flush()

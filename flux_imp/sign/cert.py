@@ -13,9 +13,10 @@ which is what upstream callers print.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 
+from ..fs import fsencode
 from . import b64, certtoml, sodium
 from .errors import SignError
 from .kv import KV, KVError, parse_double, parse_int64
@@ -44,7 +45,7 @@ class CertError(SignError):
     def __init__(self, err: int, filename: str | None = None) -> None:
         self.errno = err
         self.filename = filename
-        super().__init__(os.strerror(err))
+        super().__init__(posix.strerror(err))
 
 
 def c_string(text: str) -> str:
@@ -56,7 +57,7 @@ def _check_path(name: str) -> str:
     # Upstream builds "NAME.pub" in a PATH_MAX+1 buffer and fails on overflow.
     name = c_string(name)
     try:
-        too_long = len(os.fsencode(name + ".pub")) > _PATH_MAX
+        too_long = len(fsencode(name + ".pub")) > _PATH_MAX
     except UnicodeEncodeError as exc:
         raise CertError(errno.EINVAL) from exc
     if too_long:
@@ -255,21 +256,22 @@ class Cert:
         FIFO would block, a device could be anything).  Open it with that
         user's identity: this does not switch ids."""
         path = _check_path(name) + ".pub"
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        flags = (posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_NOCTTY
+                 | posix.O_CLOEXEC)
         try:
-            fd = os.open(path, flags)
+            fd = posix.open(path, flags)
         except OSError as exc:
             raise CertError(exc.errno or errno.EIO) from exc
         try:
-            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            regular = stat.S_ISREG(posix.fstat(fd).st_mode)
         except OSError as exc:
             regular, err = False, exc.errno or errno.EIO
         else:
             err = errno.EINVAL
         if not regular:
-            os.close(fd)
+            posix.close(fd)
             raise CertError(err)
-        with os.fdopen(fd, "rb") as fp:
+        with open(fd, "rb") as fp:
             return cls.read(fp)
 
     def dumps(self) -> str:
@@ -416,7 +418,7 @@ def _set_toml_meta(cert: Cert, key: str, value: object) -> None:
 def _check_new(path: str, replace: bool) -> None:
     """``path`` may be written by store_new: absent, or a non-symlink if ``replace``."""
     try:
-        found = os.lstat(path)
+        found = posix.lstat(path)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -434,26 +436,26 @@ def _install(path: str, mode: int, data: bytes, replace: bool) -> None:
 
     directory, _, base = path.rpartition("/")
     temp = f"{directory}{'/' if directory else ''}.{base}.{secrets.token_hex(8)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW | posix.O_CLOEXEC
     try:
-        fd = os.open(temp, flags, 0o600)
+        fd = posix.open(temp, flags, 0o600)
     except OSError as exc:
         raise CertError(exc.errno or errno.EIO, path) from exc
     try:
-        with os.fdopen(fd, "wb") as fp:
-            os.fchmod(fd, mode)  # exactly, whatever the umask
+        with open(fd, "wb") as fp:
+            posix.fchmod(fd, mode)  # exactly, whatever the umask
             fp.write(data)
             fp.flush()
-            os.fsync(fd)
+            posix.fsync(fd)
         if replace:
-            os.rename(temp, path)  # replaces what is there, never follows a symlink
+            posix.rename(temp, path)  # replaces what is there, never follows a symlink
         else:
-            os.link(temp, path, follow_symlinks=False)  # EEXIST if anything is there
+            posix.link(temp, path, follow_symlinks=False)  # EEXIST if anything is there
     except OSError as exc:
         raise CertError(exc.errno or errno.EIO, path) from exc
     finally:
         try:  # noqa: SIM105 - contextlib costs the verifiers start-up time
-            os.unlink(temp)  # gone already if renamed
+            posix.unlink(temp)  # gone already if renamed
         except FileNotFoundError:
             pass
 
@@ -461,8 +463,9 @@ def _install(path: str, mode: int, data: bytes, replace: bool) -> None:
 def _write(path: str, mode: int, text: str) -> None:
     data = text.encode("utf-8", "surrogateescape")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, mode)
-        with os.fdopen(fd, "wb") as fp:
+        flags = posix.O_WRONLY | posix.O_TRUNC | posix.O_CREAT | posix.O_CLOEXEC
+        fd = posix.open(path, flags, mode)
+        with open(fd, "wb") as fp:
             fp.write(data)
     except OSError as exc:
         raise CertError(exc.errno or errno.EIO) from exc

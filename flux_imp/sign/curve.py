@@ -10,11 +10,12 @@ directory.  Checks and messages follow upstream's sign_curve.c in order.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import pwd
 import time
 
 from .. import conf as cf
+from ..fs import fsencode
 from .ca import CA, CAError
 from .cert import READ_LIMIT, Cert, CertError, c_string
 from .errors import SignError
@@ -37,7 +38,7 @@ _OPTS = (
 )
 _CERT_PREFIX = "curve.cert."
 _PATH_MAX = 4096
-_EINVAL = os.strerror(errno.EINVAL)
+_EINVAL = posix.strerror(errno.EINVAL)
 
 
 class _State:
@@ -97,8 +98,8 @@ class CurveMech:
             if "cert-path" in state.config:  # a test override
                 path: str | None = c_string(cf.as_str(state.config["cert-path"]))
             else:
-                path = _home_cert(os.getuid())
-            if path is None or len(os.fsencode(path)) > _PATH_MAX:
+                path = _home_cert(posix.getuid())
+            if path is None or len(fsencode(path)) > _PATH_MAX:
                 raise SignError(_EINVAL)
             try:
                 state.cert = Cert.load(path, secret=True)
@@ -180,7 +181,7 @@ def _load_home_cert(user: pwd.struct_passwd, path: str) -> Cert:
     the rights of the user who controls it.  Any other verifier reads it
     with its own identity (it cannot switch), as upstream does.
     """
-    euid = os.geteuid()
+    euid = posix.geteuid()
     if euid != 0 or user.pw_uid == euid:
         return Cert.load_untrusted(path)
     return Cert.decode(_output_as(user, lambda: Cert.load_untrusted(path).encode()))
@@ -191,32 +192,32 @@ def _output_as(user: pwd.struct_passwd, produce: Callable[[], bytes]) -> bytes:
     with the child's errno if it fails, EIO if it dies."""
     from ..imp import creds  # the one module that switches ids (it never returns on failure)
 
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    rfd, wfd = posix.pipe2(posix.O_CLOEXEC)
+    pid = posix.fork()
     if pid == 0:  # the reader: never return into the verifier's code
         code = 0
         try:
-            os.close(rfd)
+            posix.close(rfd)
             creds.become_user(user)
             data = memoryview(produce())
             while data:
-                data = data[os.write(wfd, data) :]
+                data = data[posix.write(wfd, data) :]
         except CertError as exc:
             code = exc.errno if 0 < exc.errno < 256 else errno.EIO
         except BaseException:  # anything else (a failed switch: ImpError)
             code = errno.EIO
         finally:
-            os._exit(code)
-    os.close(wfd)
+            posix._exit(code)
+    posix.close(wfd)
     chunks, size = [], 0
     try:
-        while size <= READ_LIMIT and (chunk := os.read(rfd, 1 << 16)):
+        while size <= READ_LIMIT and (chunk := posix.read(rfd, 1 << 16)):
             chunks.append(chunk)
             size += len(chunk)
     finally:
-        os.close(rfd)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+        posix.close(rfd)
+    _, status = posix.waitpid(pid, 0)
+    code = posix.waitstatus_to_exitcode(status)
     if code != 0:
         raise CertError(code if code > 0 else errno.EIO)
     if size > READ_LIMIT:

@@ -11,12 +11,13 @@ counts is the local ``[sign] max-ttl``.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import time
 
 from .. import cfunc as C
 from .. import conf as cf
+from ..fs import fsencode
 from .errors import SignError
 
 TYPE_CHECKING = False  # mypy reads this as true
@@ -121,7 +122,7 @@ class _State:
     def _create(self) -> int:
         handle: int | None = self.lib.ctx_create()
         if not handle:
-            raise SignError(os.strerror(12))  # ENOMEM, as upstream reports
+            raise SignError(posix.strerror(12))  # ENOMEM, as upstream reports
         self.handles.append(handle)
         return handle
 
@@ -134,7 +135,7 @@ class _State:
     def set_socket(self, path: str) -> None:
         # C sees the string only up to a NUL.
         path = path.split("\0", 1)[0]
-        raw = C.c_char_p(os.fsencode(path))
+        raw = C.c_char_p(fsencode(path))
         for handle in (self.encoder, self.decoder):
             if self.lib.ctx_set(handle, _OPT_SOCKET, raw) != 0:
                 raise SignError(f"sign-munge-init: munge_opt_set {path}: {self.strerror(handle)}")

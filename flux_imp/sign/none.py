@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 from .errors import SignError
 
@@ -29,7 +29,7 @@ class NoneMech:
     def verify(self, ctx: Context, header: KV, data: bytes, signature: bytes) -> None:
         # Upstream checks the uid before the signature text.
         userid = header.get_int("userid")
-        real = os.getuid()
+        real = posix.getuid()
         if userid != real:
             raise SignError(f"sign-none-verify: header userid {userid} != real {real}")
         if signature != b"none":

@@ -6,7 +6,7 @@ because callers and tests match on them.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from .. import conf as cf
@@ -30,8 +30,8 @@ _SIGN_OPTS = (
     cf.Option("default-type", "string", True),
     cf.Option("allowed-types", "array", True),
 )
-_EINVAL = os.strerror(22)  # "Invalid argument"
-_ENOENT = os.strerror(2)
+_EINVAL = posix.strerror(22)  # "Invalid argument"
+_ENOENT = posix.strerror(2)
 
 
 class Unwrapped(tuple[bytes, int, str]):
@@ -149,7 +149,7 @@ def wrap_as(
 
 def wrap(ctx: Context, payload: bytes, mech_type: str | None = None, flags: int = 0) -> str:
     """Sign ``payload`` as the real uid."""
-    return wrap_as(ctx, os.getuid(), payload, mech_type, flags)
+    return wrap_as(ctx, posix.getuid(), payload, mech_type, flags)
 
 
 def _decode_header(raw: bytes) -> tuple[KV, int]:

@@ -70,7 +70,8 @@
  * module) is judged before it is read, with every directory above it, by
  * check_root_only()'s rule below: root's, not writable by group or others
  * (sticky directories excepted: each file is judged by its own owner).
- * Symlinks are judged where they lead.  It covers the standard library and
+ * Symlinks are judged where they lead (posixpath, and so os, is imported
+ * only then: os costs every start 2 ms).  It covers the standard library and
  * every dependency, whatever they are.  The modules Python loaded before
  * any of this ran (the encodings package) are judged first: too late to
  * stop them, but nothing more runs.  A file that is absent is judged by
@@ -86,8 +87,7 @@
  * built for; a test build also passes its TEST_CONFDIR pattern. */
 #define GUARD                                                                  \
     "import sys\n"                                                             \
-    "from os import fsencode, geteuid, lstat, write, _exit\n"                  \
-    "from posixpath import dirname, realpath\n"                                \
+    "from posix import geteuid, lstat, write, _exit\n"                         \
     "from _stat import S_ISDIR, S_ISLNK, S_ISVTX\n"                            \
     "from _frozen_importlib_external import PathFinder\n"                      \
     "judged = set()\n"                                                         \
@@ -101,13 +101,14 @@
     "        if st is None:\n"                                                 \
     "            pass\n"                                                       \
     "        elif S_ISLNK(st.st_mode):\n"                                      \
+    "            from posixpath import realpath\n"                             \
     "            judge(realpath(path))\n"                                      \
     "        elif st.st_uid != 0 or (st.st_mode & 0o22\n"                      \
     "                and not (S_ISDIR(st.st_mode) and st.st_mode & S_ISVTX)):\n" \
-    "            write(2, b'flux-imp: Fatal: ' + fsencode(path)\n"             \
+    "            write(2, b'flux-imp: Fatal: ' + path.encode('utf-8', 'surrogateescape')\n" \
     "                  + b': not owned by root, or writable by group or others\\n')\n" \
     "            _exit(1)\n"                                                   \
-    "        path = dirname(path)\n"                                           \
+    "        path = path.rpartition('/')[0] or '/'\n"                          \
     "def judged_spec(spec):\n"                                                 \
     "    if spec is not None and spec.has_location:\n"                         \
     "        judge(spec.origin)\n"                                             \

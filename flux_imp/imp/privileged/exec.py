@@ -18,7 +18,7 @@ its parent is still the IMP.  Every decision is audited (audit.py).
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from ... import conf as cf
@@ -188,7 +188,7 @@ def judge(request: Request | KV, conf: ImpConfig, ctx: Context, caller: Caller,
 
 def _groups(user: pwd.struct_passwd) -> list[int] | None:
     try:
-        return os.getgrouplist(user.pw_name, user.pw_gid)
+        return posix.getgrouplist(user.pw_name, user.pw_gid)
     except OSError:
         return None
 
@@ -248,7 +248,7 @@ def carry_out(plan: ExecPlan, imp: Imp, trail: audit.Trail) -> NoReturn:
             job.enter()
         creds.become_user(target)
         _leave_callers_session()
-        os.umask(plan.umask)
+        posix.umask(plan.umask)
         exec_shell(plan.shell, plan.argv, plan.environ)
 
     if job is None:
@@ -262,7 +262,7 @@ def _leave_callers_session() -> None:
     tty (the shell's stdio may still be it) then refuses TIOCSTI, so the
     job cannot type commands into the caller's shell."""
     try:
-        os.setsid()
+        posix.setsid()
     except OSError as exc:
         die(f"exec: setsid: {exc.strerror}")
 

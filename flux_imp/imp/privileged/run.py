@@ -11,7 +11,7 @@ process group.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ...sign.kv import KV
 from .. import audit
@@ -75,7 +75,7 @@ def _take_limits(plan: RunPlan) -> list[str]:
     if plan.nice is None:
         return capped
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, plan.nice)
+        posix.setpriority(posix.PRIO_PROCESS, 0, plan.nice)
     except PermissionError:  # a lower nice value needs CAP_SYS_NICE
         capped.append("nice value")
     except OSError as exc:

@@ -8,7 +8,7 @@ the caller's ids (as upstream: root never stats them); checks what it can
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ... import conf as cf
 from ...sign.kv import KV
@@ -45,7 +45,7 @@ def child(imp: Imp, kv: KV) -> None:
             die("exec: IMP not installed setuid, operation disabled.")
         log.warn("Running without privilege, userid switching not available")
         trail.decide("allowed")
-    os.umask(imp.umask)
+    posix.umask(imp.umask)
     exec_shell(request.shell, request.argv, imp.env.entries)
 
 
@@ -111,7 +111,7 @@ def _read_stdin() -> bytes:
 
     chunks, size = [], 0
     try:  # not contextlib.suppress: contextlib costs start-up time
-        while size <= jsonin.MAX_INPUT and (chunk := os.read(0, 1 << 16)):  # more: refused
+        while size <= jsonin.MAX_INPUT and (chunk := posix.read(0, 1 << 16)):  # more: refused
             chunks.append(chunk)
             size += len(chunk)
     except OSError:  # a closed stdin reads as empty, like fgetc

@@ -8,7 +8,7 @@ setuid (a test set-up), it judges the request itself, as the parent would
 
 from __future__ import annotations
 
-import os
+import posix
 
 from ...sign.kv import KV
 from .. import audit
@@ -27,7 +27,7 @@ def child(imp: Imp, kv: KV) -> None:
             return  # the parent decides and audits
         # Not setuid: the parent's judgement here, for the IMP's own (the caller's) uid.
         plan = judge(RunRequest.from_kv(kv), imp.conf, imp.caller(), trail,
-                     target_uid=os.geteuid())
+                     target_uid=posix.geteuid())
         if isinstance(plan, Refusal):
             plan.raise_()
         trail.decide("allowed")

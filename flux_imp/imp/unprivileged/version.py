@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ... import __version__
+from ...fs import is_file
 
 TYPE_CHECKING = False  # annotations only (mypy reads this as true)
 if TYPE_CHECKING:
@@ -39,10 +39,10 @@ def pam_available() -> bool:
     at = cache.find(suffix)
     while at >= 0:
         path = cache[cache.rfind(b"\0", 0, at) + 1 : at + len(suffix) - 1]
-        if path.startswith(b"/") and os.path.isfile(path):
+        if path.startswith(b"/") and is_file(path):
             return True
         at = cache.find(suffix, at + 1)
-    return any(os.path.isfile(f"{d}/{_PAM}") for d in _DEFAULT_DIRS)
+    return any(is_file(f"{d}/{_PAM}") for d in _DEFAULT_DIRS)
 
 
 def child(imp: Imp, kv: KV) -> None:

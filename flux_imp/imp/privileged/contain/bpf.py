@@ -17,7 +17,7 @@ the rule's, it returns 1.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import struct
 import sys
 
@@ -99,16 +99,16 @@ def _bpf(cmd: int, attr: bytes) -> int:
     """bpf(2); the result, or OSError."""
     import ctypes  # only when containment is applied
 
-    number = _SYS_BPF.get(os.uname().machine)
+    number = _SYS_BPF.get(posix.uname().machine)
     if number is None:
-        raise OSError(errno.ENOSYS, f"bpf(2) syscall number unknown on {os.uname().machine}")
+        raise OSError(errno.ENOSYS, f"bpf(2) syscall number unknown on {posix.uname().machine}")
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(attr, 128)  # the kernel wants the tail zeroed
     rc = int(libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf,
                           ctypes.c_uint(len(buf))))
     if rc < 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise OSError(err, posix.strerror(err))
     return rc
 
 
@@ -133,11 +133,11 @@ def attach(cgroup: str, rules: list[Rule]) -> None:
         raise OSError(exc.errno, f"load: {exc.strerror}" +
                       (f" ({detail[-1]})" if detail else "")) from None
     try:
-        fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        fd = posix.open(cgroup, posix.O_RDONLY | posix.O_DIRECTORY)
         try:
             # BPF_PROG_ATTACH: target_fd, attach_bpf_fd, attach_type, attach_flags.
             _bpf(_PROG_ATTACH, struct.pack("=IIII", fd, prog, _ATTACH_CGROUP_DEVICE, 0))
         finally:
-            os.close(fd)
+            posix.close(fd)
     finally:
-        os.close(prog)  # the attachment keeps the program alive
+        posix.close(prog)  # the attachment keeps the program alive

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
+import posix
 import re
 import signal
 import time
 
+from ....fs import exists, join, same_file
 from ...log import die, log
 
 TYPE_CHECKING = False
@@ -62,8 +63,8 @@ def is_root(path: str) -> bool:
     """True for the root cgroup of a hierarchy: every cgroup but the root has
     a ``cgroup.type`` file, and the root is its mount point."""
     mount = cgroup2_mount(path)
-    at_mount = mount is not None and os.path.realpath(path) == os.path.realpath(mount)
-    return at_mount or not os.path.exists(os.path.join(path, "cgroup.type"))
+    at_mount = mount is not None and same_file(path, mount)
+    return at_mount or not exists(f"{path}/cgroup.type")
 
 
 def cpu_max(usec_per_sec: int | None) -> str:
@@ -96,12 +97,12 @@ def _write(path: str, text: str) -> None:
     answers a create with EACCES, which would hide a missing file's ENOENT
     (cgroup.kill before Linux 5.14, whose fallback then never ran)."""
     data = text.encode("ascii")
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = posix.open(path, posix.O_WRONLY | posix.O_CLOEXEC)
     try:
-        if os.write(fd, data) != len(data):
+        if posix.write(fd, data) != len(data):
             raise OSError(errno.EIO, f"short write to {path}")
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _enable_controllers(parent: str, limits: Limits) -> None:
@@ -140,12 +141,12 @@ class JobCgroup:
         """mkdir ``<parent>/imp-shell-<arg>`` and apply ``limits``; dies on failure."""
         if not _ARG.fullmatch(arg):
             die(f"exec: cgroup: job id '{arg}' cannot name a cgroup")
-        if not os.path.isabs(parent) or cgroup2_mount(parent) is None:
+        if not parent.startswith("/") or cgroup2_mount(parent) is None:
             die(f"exec: cgroup: parent {parent} is not in a cgroup2 hierarchy")
         _enable_controllers(parent, limits)
-        path = os.path.join(parent, f"imp-shell-{arg}")
+        path = join(parent, f"imp-shell-{arg}")
         try:
-            os.mkdir(path, 0o755)  # EEXIST: never adopt a cgroup someone else made
+            posix.mkdir(path, 0o755)  # EEXIST: never adopt a cgroup someone else made
         except OSError as exc:
             die(f"exec: cgroup: cannot create {path}: {exc.strerror}")
         job = cls(path)
@@ -184,7 +185,7 @@ class JobCgroup:
             pids = [int(p) for p in f.read().split()]
         for pid in pids:
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+                posix.kill(pid, signal.SIGKILL)
 
     def busy(self) -> bool:
         """True while any process is in the cgroup (an unreadable one is empty)."""
@@ -198,7 +199,7 @@ class JobCgroup:
         """rmdir the (empty) cgroup; False, with a warning, if it stays."""
         for _ in range(_REMOVE_TRIES):
             try:
-                os.rmdir(self.path)
+                posix.rmdir(self.path)
                 return True
             except FileNotFoundError:
                 return True

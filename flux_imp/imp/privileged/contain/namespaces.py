@@ -11,9 +11,10 @@ process exits: nothing is left on disk to clean up as root.
 
 from __future__ import annotations
 
-import os
+import posix
 import re
 
+from ....fs import is_dir
 from ...log import die
 
 _CLONE_NEWNS = 0x00020000
@@ -31,12 +32,12 @@ def private_tmp(size: str | None) -> None:
 
     def check(rc: int, what: str) -> None:
         if rc != 0:
-            die(f"exec: private-tmp: {what}: {os.strerror(ctypes.get_errno())}")
+            die(f"exec: private-tmp: {what}: {posix.strerror(ctypes.get_errno())}")
 
     check(libc.unshare(_CLONE_NEWNS), "unshare")
     check(libc.mount(b"none", b"/", None, _MS_REC | _MS_SLAVE, None), "mount /")
     data = b"mode=1777" + (b",size=" + size.encode() if size else b"")
     for path in DIRS:
-        if os.path.isdir(path):
+        if is_dir(path):
             check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, data),
                   f"mount {path}")

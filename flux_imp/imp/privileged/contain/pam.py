@@ -13,7 +13,7 @@ that asks for input fails.  Modules' messages are logged.
 from __future__ import annotations
 
 import ctypes
-import os
+import posix
 from typing import Any
 
 from ...log import die, log
@@ -50,7 +50,7 @@ def load() -> ctypes.CDLL | None:
     pam_wrapper (a test build run by root, as upstream's PAM tests do)
     comes first.  An installed build never lets LD_PRELOAD through."""
     try:
-        ctypes.CDLL("libpam.so.0", mode=os.RTLD_GLOBAL)
+        ctypes.CDLL("libpam.so.0", mode=posix.RTLD_GLOBAL)
     except OSError:
         return None
     return ctypes.CDLL(None)

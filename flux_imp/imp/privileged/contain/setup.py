@@ -18,9 +18,8 @@ the uncontained path pays nothing.  Two halves:
 
 from __future__ import annotations
 
-import os
-
 from .... import conf as cf
+from ....fs import join
 from ...log import ImpError, die, log
 from . import cgroup as jobcgroup
 
@@ -48,7 +47,7 @@ class CgroupPlan:
         self.parent = parent
         self.arg = arg  # the job id, argv[1] of the shell
         self.name = f"imp-shell-{arg}"
-        self.path = os.path.join(parent, self.name)
+        self.path = join(parent, self.name)
         self.limits = limits  # RFC 15 names -> value (None: infinity)
         self.values = jobcgroup.limit_values(limits)  # interface file -> text
 
@@ -193,7 +192,7 @@ def _plan_cgroup(exec_conf: Any, arg: str, limits: Limits,
     # (and a dry run refuses) before anything is set up, as they were.
     if not jobcgroup._ARG.fullmatch(arg):
         die(f"exec: cgroup: job id '{arg}' cannot name a cgroup")
-    if not os.path.isabs(parent) or jobcgroup.cgroup2_mount(parent) is None:
+    if not parent.startswith("/") or jobcgroup.cgroup2_mount(parent) is None:
         die(f"exec: cgroup: parent {parent} is not in a cgroup2 hierarchy")
     return CgroupPlan(parent, arg, limits)
 
