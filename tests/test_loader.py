@@ -31,7 +31,7 @@ sys.path.append(site)
 seen = []
 if mode == "loader":
     from flux_imp.imp.loader import Finder, install
-    install(seen.append)
+    install(lambda path, st: seen.append([path, st.st_ino]))
 names = [line for line in sys.stdin.read().split()]
 for name in names:
     __import__(name)
@@ -88,14 +88,32 @@ def test_modules_load_as_the_standard_finder_loads_them(site: Path) -> None:
 
 
 def test_each_file_is_judged_before_it_is_read(site: Path) -> None:
+    """With the status of the file itself (the loader's lstat, or the fstat
+    of the byte code it opened), so the guard stats nothing again."""
     found = _probe(site, "loader", ["flux_imp.imp.main", "flux_imp.conf"])
-    judged = found["judged"]
+    judged = dict(found["judged"])
+    tag = sys.implementation.cache_tag
+    imp, conf = site / "flux_imp" / "imp", site / "flux_imp" / "conf"
+    for path in (imp / "main.py", imp / f"__pycache__/main.{tag}.pyc", conf / "__init__.py",
+                 conf / f"__pycache__/__init__.{tag}.pyc"):  # fmt: skip
+        assert judged[str(path)] == path.stat().st_ino, path
+
+
+def test_symlinked_files_are_left_to_the_standard_finder(site: Path) -> None:
+    """Which judges them where they lead: the loader opens none."""
     tag = sys.implementation.cache_tag
     imp = site / "flux_imp" / "imp"
-    assert str(imp / "main.py") in judged and str(imp / f"__pycache__/main.{tag}.pyc") in judged
-    conf = site / "flux_imp" / "conf"
-    assert str(conf / "__init__.py") in judged
-    assert str(conf / f"__pycache__/__init__.{tag}.pyc") in judged
+    pyc = imp / "__pycache__" / f"log.{tag}.pyc"
+    pyc.rename(site / "log.pyc")
+    pyc.symlink_to(site / "log.pyc")
+    source = imp / "launch.py"
+    source.rename(site / "launch.py")
+    source.symlink_to(site / "launch.py")
+    found = _probe(site, "loader", ["flux_imp.imp.log", "flux_imp.imp.launch"])
+    modules = found["modules"]
+    assert modules["flux_imp.imp.log"]["loader"] == "SourceFileLoader"
+    assert modules["flux_imp.imp.launch"]["loader"] == "SourceFileLoader"
+    assert str(pyc) not in dict(found["judged"])
 
 
 def test_a_stale_or_missing_pyc_is_left_to_the_standard_finder(site: Path) -> None:

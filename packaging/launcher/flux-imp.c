@@ -75,7 +75,9 @@
  * every dependency, whatever they are.  The modules Python loaded before
  * any of this ran (the encodings package) are judged first: too late to
  * stop them, but nothing more runs.  A file that is absent is judged by
- * the directory that could gain it.
+ * the directory that could gain it.  judge(path, st) takes the file's
+ * lstat() (or the fstat() of it opened O_NOFOLLOW) from a caller that has
+ * it: the loader below, one system call less a file.
  *
  * Then SITEDIR goes after the standard library, as site-packages normally
  * does, so no third-party module there can shadow a standard one; SITEARCH
@@ -91,14 +93,15 @@
     "from _stat import S_ISDIR, S_ISLNK, S_ISVTX\n"                            \
     "from _frozen_importlib_external import PathFinder\n"                      \
     "judged = set()\n"                                                         \
-    "def judge(path):\n"                                                       \
+    "def judge(path, st=None):\n"                                              \
     "    while path not in judged:\n"                                          \
     "        judged.add(path)\n"                                               \
-    "        try:\n"                                                           \
-    "            st = lstat(path)\n"                                           \
-    "        except (FileNotFoundError, NotADirectoryError):\n"                \
-    "            st = None\n"                                                  \
     "        if st is None:\n"                                                 \
+    "            try:\n"                                                       \
+    "                st = lstat(path)\n"                                       \
+    "            except (FileNotFoundError, NotADirectoryError):\n"            \
+    "                st = False\n"                                             \
+    "        if st is False:\n"                                                \
     "            pass\n"                                                       \
     "        elif S_ISLNK(st.st_mode):\n"                                      \
     "            from posixpath import realpath\n"                             \
@@ -108,7 +111,7 @@
     "            write(2, b'flux-imp: Fatal: ' + path.encode('utf-8', 'surrogateescape')\n" \
     "                  + b': not owned by root, or writable by group or others\\n')\n" \
     "            _exit(1)\n"                                                   \
-    "        path = path.rpartition('/')[0] or '/'\n"                          \
+    "        path, st = path.rpartition('/')[0] or '/', None\n"                \
     "def judged_spec(spec):\n"                                                 \
     "    if spec is not None and spec.has_location:\n"                         \
     "        judge(spec.origin)\n"                                             \
