@@ -60,6 +60,23 @@ def exec_conf(conf: ImpConfig, key: str) -> Any:
     return cf.get_in(conf.section("exec"), key)
 
 
+def prepare(imp: Imp) -> None:
+    """Before the fork (commands.prepare), as root: load the signing context
+    from root's config (nothing of the caller's), ready what verifying J
+    will need (the mechanisms, curve's CA) and look the caller up, which
+    loads the NSS modules.  The parent verifies J with that context; the
+    child loads its own as the caller, as upstream's (Imp.forget_security_context),
+    but finds the mechanisms imported and initialised.  A failure is left
+    for the halves to meet again and report in turn."""
+    from ..sign.token import prepare_verify
+
+    imp.real_user_name()
+    try:  # noqa: SIM105 - contextlib costs start-up time
+        prepare_verify(imp.security_context())
+    except SignError:
+        pass
+
+
 def security_context(imp: Imp) -> Context:
     try:
         return imp.security_context()

@@ -53,6 +53,7 @@ def _set_process_name() -> None:
 def _child(imp: Imp, ps: Privsep | None) -> None:
     """The unprivileged half: find the command and run its child side."""
     imp.ps = ps
+    imp.forget_security_context()
     # Upstream's IMP runs in the caller's cwd, so a relative exec helper (or
     # PATH entry) works.  Only here, with privileges dropped (or never held),
     # so the caller's own permissions decide whether it can go back there;
@@ -165,9 +166,10 @@ def _dispatch(imp: Imp, name: str) -> int:
         return 0
     from .privsep import Privsep
 
+    commands.prepare(imp, name)
     ps = Privsep.start(lambda ps: _child(imp, ps))
     imp.ps = ps
-    commands.prepare_parent(imp, name)
+    commands.prepare_parent(name)
     _parent(imp, ps)
     return 0 if ps.wait() else 1
 

@@ -141,6 +141,13 @@ class RunPlan:
         return "RunPlan(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
+def prepare(imp: Imp) -> None:
+    """Before the fork (commands.prepare), as root: look the caller up,
+    which loads the NSS modules for both halves (a failure shows again
+    where a half looks)."""
+    imp.real_user_name()
+
+
 def judge(
     request: RunRequest, conf: ImpConfig, caller: Caller, notes: audit.Trail, *,
     target_uid: int = 0,

@@ -62,6 +62,12 @@ class Imp:
             self._sign_ctx = ctx
         return self._sign_ctx
 
+    def forget_security_context(self) -> None:
+        """The privsep child's first act: what it verifies with, it loads
+        itself, as the caller (as upstream's child does), never the context
+        root loaded before the fork (exec_rules.prepare)."""
+        self._sign_ctx = None
+
     def caller(self) -> Caller:
         """Who ran the IMP, as the judgements take it: the real ids (as sudo
         support may have set them), the name (None: no passwd entry), umask."""

@@ -22,7 +22,6 @@ import posix
 import sys
 
 from ... import conf as cf
-from ...sign.errors import SignError
 from ...sign.kv import KV
 from .. import audit, creds, options
 from ..environ import steers_loader
@@ -197,25 +196,10 @@ def _groups(user: pwd.struct_passwd) -> list[int] | None:
 # ------------------------------------------------------------- the effects
 
 
-def prepare(imp: Imp) -> None:
-    """Before the child's message, while it works: load the signing context
-    as root from root's config (nothing of the caller's) and ready what
-    verifying J will need (the mechanisms, curve's CA); look the caller up,
-    which loads the NSS modules.  A failure is left for parent() to meet
-    again and report in its turn."""
-    from ...sign.token import prepare_verify
-
-    imp.real_user_name()
-    try:  # noqa: SIM105 - contextlib costs start-up time
-        prepare_verify(imp.security_context())
-    except SignError:
-        pass
-
-
 def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("exec", "privileged")
     with trail.refusals():
-        ctx = security_context(imp)  # loaded here, as root, never the child's
+        ctx = security_context(imp)  # root's: loaded before the fork (exec_rules.prepare)
         plan = judge(kv, imp.conf, ctx, imp.caller(), imp.env, imp.cgroup, trail)
         if isinstance(plan, Refusal):
             plan.raise_()

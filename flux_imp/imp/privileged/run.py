@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 
-def prepare(imp: Imp) -> None:
-    """Before the child's message, while it works: look the caller up,
-    which loads the NSS modules (a failure shows again in parent())."""
-    imp.real_user_name()
-
-
 def parent(imp: Imp, kv: KV) -> None:
     trail = audit.Trail("run", "privileged")
     with trail.refusals():

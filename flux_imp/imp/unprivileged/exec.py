@@ -62,7 +62,7 @@ def put_message(imp: Imp, kv: KV, trail: audit.Trail) -> None:
 def _child_request(imp: Imp, trail: audit.Trail) -> Request:
     from . import jsonin  # the child's alone: the privileged parent never loads it
 
-    ctx = security_context(imp)
+    ctx = security_context(imp)  # the caller's own load, on code root readied (exec_rules.prepare)
     check_caller(imp.conf, imp.real_user_name(), trail)
     command = imp.env.get("FLUX_IMP_EXEC_HELPER")
     proc = None
