@@ -266,3 +266,20 @@ def test_distribution_binding_has_every_symbol_we_use() -> None:
     names = list(sodium.SYMBOLS)
     code = f"import nacl._sodium as s\nprint([n for n in {names!r} if not hasattr(s.lib, n)])\n"
     assert run_isolated(SYSTEM_PYTHON, DIST_PACKAGES, code).strip() == "[]"
+
+
+WARM = """
+from flux_imp.sign import DISABLE_PATH_PARANOIA, Context
+from flux_imp.sign.token import prepare_verify
+ctx = Context(DISABLE_PATH_PARANOIA)
+ctx.configure({glob!r})
+prepare_verify(ctx)
+print("nacl._sodium" in sys.modules)
+"""
+
+
+def test_prepare_verify_loads_the_binding(tmp_path: Path) -> None:
+    """The IMP readies curve before its fork, so neither half loads the
+    binding (2 ms here) on the critical path of verifying J."""
+    glob, _ = ca_mode_setup(tmp_path)
+    assert run_isolated(sys.executable, NACL_SITE, WARM.format(glob=glob)) == "True\n"

@@ -16,6 +16,7 @@ import time
 
 from .. import conf as cf
 from ..fs import fsencode
+from . import sodium
 from .ca import CA, CAError
 from .cert import READ_LIMIT, Cert, CertError, c_string
 from .errors import SignError
@@ -122,7 +123,8 @@ class CurveMech:
             raise SignError(f"sign-curve: {exc.text}") from exc
 
     def warm(self, ctx: Context) -> None:
-        """Before any J: load the CA a CA-mode verify will need."""
+        """Before any J: libsodium, and the CA a CA-mode verify will need."""
+        sodium.ready()
         state = _state(ctx)
         if cf.as_bool(state.config.get("require-ca")):
             try:
