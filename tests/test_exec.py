@@ -798,6 +798,13 @@ JSON_CASES = [
     (b"[" * 2049 + b"]" * 2049, ("error", "maximum parsing depth reached near '['")),
     (b'{"J":true}', ("error", "Expected string, got true")),
     (b'{"J":1.5}', ("error", "Expected string, got real")),
+    # Runs of plain bytes are taken at once: what comes between and after them still counts.
+    (b'{"J":"' + b"a" * 5000 + b'\\n\xc3\xa9b' + b"c" * 5000 + b'"}',
+     ("ok", "a" * 5000 + "\n\u00e9b" + "c" * 5000, "absent")),
+    (b'{"J":"ab\x01cd"}', ("error", "control character 0x1 near '\"ab'")),
+    (b'{"J":"' + b"a" * 5000 + b'\x01"}', ("error", "control character 0x1")),
+    (b'{"J":"' + b"a" * 5000 + b'\xc3"}', ("error", "unable to decode byte 0xc3")),
+    (b'{"J":"' + b"a" * 5000, ("error", "premature end of input")),
 ]
 
 
