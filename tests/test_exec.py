@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import grp
 import hashlib
 import itertools
 import json
@@ -410,6 +411,23 @@ def test_shell_runs_as_the_guest_with_nothing_else(setup: Setup, pattern: str) -
     lines = result.stdout.decode().splitlines()
     lines[2] = " ".join(sorted(lines[2].split(), key=int))
     assert lines == probe_lines(setup, setup.guest, "0027")
+
+
+def test_shell_gets_the_guests_supplementary_groups(setup: Setup, pattern: str) -> None:
+    """Those the plan lists (getgrouplist() when judged), set as they are."""
+    group = f"fluximp-extra-{os.getpid()}"
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["usermod", "-aG", group, setup.guest.pw_name], check=True)
+        token = sign_as(setup.guest, pattern)
+        result = setup.run([SH, "-c", "id -G"], pattern, stdin=request(token))
+        assert (result.returncode, result.stderr) == (0, b"")
+        wanted = {setup.guest.pw_gid, grp.getgrnam(group).gr_gid}
+        assert sorted(map(int, result.stdout.split())) == sorted(wanted)
+    finally:
+        subprocess.run(["gpasswd", "-d", setup.guest.pw_name, group], capture_output=True,
+                       check=False)  # fmt: skip
+        subprocess.run(["groupdel", group], check=True)
 
 
 def test_curve_signed_j(setup: Setup) -> None:

@@ -35,7 +35,8 @@ _COMMANDS = {
 # child's message), beside the half's module itself.  Only a hint for
 # prepare_parent(): nothing else depends on it.
 _PARENT_IMPORTS = {
-    "exec": ("flux_imp.imp.proxy",),  # the mechanisms: exec_rules.prepare()
+    # The mechanisms: exec_rules.prepare(); cfunc: the session keyring's keyctl().
+    "exec": ("flux_imp.imp.proxy", "flux_imp.cfunc"),
     "run": ("flux_imp.imp.proxy",),
 }
 

@@ -51,10 +51,21 @@ def drop_to_real_ids() -> None:
     _verify_cannot_regain(ruid, rgid)
 
 
-def become_user(user: pwd.struct_passwd) -> None:
-    """Job shell: the target user's groups, gid and uid, for good."""
+def _set_groups(groups: list[int]) -> bool:
     try:
-        posix.initgroups(user.pw_name, user.pw_gid)
+        posix.setgroups(groups)
+    except OSError:  # EINVAL: more than NGROUPS_MAX
+        return False
+    return True
+
+
+def become_user(user: pwd.struct_passwd, groups: list[int] | None = None) -> None:
+    """Job shell: the target user's groups, gid and uid, for good.  ``groups``:
+    what getgrouplist() gave the plan, set as they are (not looked up again
+    through NSS); None, or more than setgroups() takes: initgroups()."""
+    try:
+        if groups is None or not _set_groups(groups):
+            posix.initgroups(user.pw_name, user.pw_gid)  # truncates to NGROUPS_MAX
         posix.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
         posix.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
     except OSError as exc:

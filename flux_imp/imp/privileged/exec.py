@@ -230,7 +230,7 @@ def carry_out(plan: ExecPlan, imp: Imp, trail: audit.Trail) -> NoReturn:
     def exec_child() -> NoReturn:
         if job is not None:
             job.enter()
-        creds.become_user(target)
+        creds.become_user(target, plan.groups)
         _leave_callers_session()
         posix.umask(plan.umask)
         exec_shell(plan.shell, plan.argv, plan.environ)
