@@ -25,7 +25,7 @@ files=(
     tests/test_kv.py tests/test_token.py tests/test_config.py tests/test_curve.py
     tests/test_cert.py tests/test_ca.py tests/test_pathcheck.py tests/test_cli.py
     tests/test_munge.py tests/test_syslogtrap.py tests/test_cfunc.py tests/test_loader.py
-    tests/test_sodium_binding.py
+    tests/test_sodium_binding.py tests/test_fs.py
     # Mixed files: only their library-level tests survive the deselection below.
     tests/test_exec.py tests/test_proxy.py tests/test_launcher.py
     tests/test_containment_cgroup.py tests/test_containment_devices.py
