@@ -74,10 +74,11 @@ def prepare(imp: Imp, name: str) -> None:
     ``name`` apply, and run their ``prepare(imp)`` if they have one (work on
     root's own files only: the config, NSS, the signing context).
 
-    Done once here, both halves have it: on two CPUs the child, forked onto
-    the parent's, would otherwise wait while the parent repeats its work
-    (1 to 4 ms less an exec).  ``name`` is the caller's argv[1], only a
-    guess: what runs is still decided by the child's message.
+    Done once here, both halves have it: on two CPUs the child, often
+    forked onto the parent's, would otherwise wait while the parent repeats
+    the work (1 ms less a none exec here, 2 ms a munge one).  ``name`` is
+    the caller's argv[1], only a guess: what runs is still decided by the
+    child's message.
     """
     entry = _COMMANDS.get(name)
     if entry is None or not entry[1] or not entry[3]:

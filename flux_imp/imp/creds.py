@@ -135,7 +135,7 @@ def join_new_session_keyring(owner: pwd.struct_passwd) -> None:
     """A new, empty session keyring, ``owner``'s, instead of the caller's,
     whose keys the job shell would otherwise possess.  Without keyrings in
     the kernel (ENOSYS) there is nothing to share: a warning, not fatal."""
-    from .. import cfunc as C  # the parent has it already when munge verified J
+    from .. import cfunc as C  # exec's parent imported it while the child worked
 
     machine = posix.uname().machine
     number = SYS_KEYCTL.get(machine)
