@@ -23,38 +23,35 @@ def fsdecode(path: bytes) -> str:
     return path.decode("utf-8", "surrogateescape")
 
 
+def _mode(path: str | bytes, follow: bool = True) -> int | None:
+    """The file's st_mode (of a symlink itself unless ``follow``), None if
+    there is none to stat, as os.path's queries take every OSError."""
+    try:
+        return (posix.stat if follow else posix.lstat)(path).st_mode
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return None
+
+
 def is_dir(path: str | bytes) -> bool:
     """``os.path.isdir``: a directory, or a symlink to one."""
-    try:
-        return S_ISDIR(posix.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
+    mode = _mode(path)
+    return mode is not None and S_ISDIR(mode)
 
 
 def is_file(path: str | bytes) -> bool:
     """``os.path.isfile``: a regular file, or a symlink to one."""
-    try:
-        return S_ISREG(posix.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
+    mode = _mode(path)
+    return mode is not None and S_ISREG(mode)
 
 
 def exists(path: str) -> bool:
     """``os.path.exists``: symlinks followed."""
-    try:
-        posix.stat(path)
-    except (OSError, ValueError):
-        return False
-    return True
+    return _mode(path) is not None
 
 
 def lexists(path: str) -> bool:
     """``os.path.lexists``: a dangling symlink exists too."""
-    try:
-        posix.lstat(path)
-    except (OSError, ValueError):
-        return False
-    return True
+    return _mode(path, follow=False) is not None
 
 
 def same_file(a: str, b: str) -> bool:
