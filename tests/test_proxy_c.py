@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 
 from flux_imp.imp.privileged.contain import pam
 
-from . import users
+from . import impenv, users
 from .containment_helpers import JOBID, dedicated_cgroup, job_shell, make_setup
 from .impenv import ImpInstall
 from .jobs import (
@@ -99,6 +100,49 @@ def test_the_lingering_parent_is_the_c_helper_named_flux_imp(
         os.kill(proc.pid, signal.SIGTERM)
         assert finish(proc) == (-signal.SIGTERM, "")
     assert not alive(shell)
+
+
+# Starts the real helper late: argv and the inherited fds passed on as they are.
+_SLOW_HELPER = r"""
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char *argv[])
+{
+    struct timespec pause = {.tv_nsec = 300000000};
+    (void)argc;
+    nanosleep(&pause, NULL);
+    execv(REAL, argv);
+    return 127;
+}
+"""
+
+
+def test_the_job_starts_only_once_its_parent_is_named_flux_imp(
+    exec_setup: ExecSetup, imp: ImpInstall
+) -> None:
+    """Until its first act the helper bears its file's name; the job waits for
+    it (a helper here slowed by a wrapper of that name), so whoever looks
+    for the job's parent, from the job's first instruction on, finds flux-imp."""
+    slow = imp.prefix / "slow"  # in the gate, as every setuid test build
+    slow.mkdir()
+    try:
+        launcher = slow / "flux-imp-test"
+        helper = impenv._build(imp.site, launcher, 1)  # with the real helper beside it
+        real = helper.rename(slow / "real-proxy")
+        (slow / "slow.c").write_text(_SLOW_HELPER)
+        subprocess.run(["gcc", "-O2", f'-DREAL="{real}"', "-o", str(helper),
+                        str(slow / "slow.c")], check=True)  # fmt: skip
+        os.chmod(helper, 0o755)
+        setup = ExecSetup(impenv.make_setuid(launcher), exec_setup.pattern,
+                          exec_setup.owner, exec_setup.guest)  # fmt: skip
+        with running(start_exec(setup, ["-c", SLEEPER])) as proc:
+            _, parent = ready_line(proc)  # the job's first words
+            assert Path(f"/proc/{parent}/comm").read_text() == "flux-imp\n"
+            assert exe(parent) == str(real)
+            os.kill(proc.pid, signal.SIGTERM)
+            assert finish(proc) == (-signal.SIGTERM, "")
+    finally:
+        shutil.rmtree(slow)
 
 
 def test_with_a_job_cgroup_the_helper_lingers_and_removes_it(

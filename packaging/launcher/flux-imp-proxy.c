@@ -232,10 +232,11 @@ static int remove_job(void)
 
 int main(int argc, char *argv[])
 {
+    (void)prctl(PR_SET_NAME, "flux-imp", 0, 0, 0); /* first: the name flux-core looks for */
+    (void)syscall(SYS_close_range, 3U, ~0U, 0U); /* no fd of Python's: the job waits for this */
     struct stat self; /* set-ID, its argv would be any caller's: refuse */
     if (stat("/proc/self/exe", &self) < 0 || (self.st_mode & (S_ISUID | S_ISGID)))
         return say("Fatal", "proxy: setuid or setgid, or no /proc/self/exe"), 1;
-    (void)prctl(PR_SET_NAME, "flux-imp", 0, 0, 0); /* the name flux-core and tests look for */
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL); /* already so when Python execs us */
@@ -251,7 +252,6 @@ int main(int argc, char *argv[])
             sigaddset(&handled, sig);
     sigset_t waited = handled;
     sigaddset(&waited, SIGCHLD); /* and, until the child exits, its exit */
-    (void)syscall(SYS_close_range, 3U, ~0U, 0U); /* nothing of Python's stays open */
 
     siginfo_t si = {.si_pid = 0}; /* WNOHANG: the kernel writes 0 while the child runs */
     while (waitid(P_PID, (id_t)child, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != child)
