@@ -21,11 +21,12 @@ messages, notifications, audit record and exit.  Signals stay blocked
 across the exec, and a blocked signal stays pending through execve, so
 none sent during the hand-over is lost.  The job execs only once the
 helper has renamed itself flux-imp (it then closes a pipe the job waits
-on), so the job's parent is never seen under the helper's file name.  Python lingers itself when the
-launcher names no helper (not setuid, or none installed) and when a PAM
-session is open: pam_close_session must run in the process that opened
-the session, whose modules keep their state in it (a site with
-``pam-support`` pays the interpreter's memory for every running job).
+on), so the job's parent is never seen under the helper's file name.
+Python lingers itself when the launcher names no helper (not setuid, or
+none installed) and when a PAM session is open: pam_close_session must
+run in the process that opened the session, whose modules keep their
+state in it (a site with ``pam-support`` pays the interpreter's memory
+for every running job).
 
 Signals are handled synchronously: the parent keeps every signal blocked
 and takes the ones it handles (and SIGCHLD) with sigwaitinfo.  A Python
