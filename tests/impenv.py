@@ -201,8 +201,8 @@ def _make_site(site: Path) -> None:
         raise RuntimeError(f"byte-compiling {site / 'flux_imp'} failed")
 
 
-def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
-           module: str = "flux_imp.imp.main") -> Path:
+def build_launcher(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
+                   module: str = "flux_imp.imp.main") -> Path:
     """A launcher at ``out`` and, next to it, the lingering helper it names
     (flux-imp-proxy, root 0755, as a package installs it); the helper's path."""
     python = os.path.realpath(sys.executable)
@@ -221,7 +221,7 @@ def _build(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
 def build_installed(inst: ImpInstall, out: Path, sysconfdir: str) -> Path:
     """A production build reading ``sysconfdir``, installed setuid root at
     ``out`` (in a gated_dir(), e.g. under ``inst.prefix``)."""
-    _build(inst.site, out, 0, sysconfdir)
+    build_launcher(inst.site, out, 0, sysconfdir)
     return make_setuid(out)
 
 
@@ -233,8 +233,8 @@ def build(prefix: Path, gate: Gate) -> ImpInstall:
     bindir.mkdir()
     inst = ImpInstall(prefix, site, bindir / "flux-imp-test", bindir / "flux-imp",
                       bindir / "flux-imp-unpriv", gate, bindir / "flux-imp-proxy")
-    _build(site, inst.test_build, 1)
-    _build(site, inst.installed, 0)
+    build_launcher(site, inst.test_build, 1)
+    build_launcher(site, inst.installed, 0)
     shutil.copy(inst.test_build, inst.unprivileged)
     make_setuid(inst.test_build)
     make_setuid(inst.installed)

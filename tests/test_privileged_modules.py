@@ -130,7 +130,7 @@ def probe(imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_pa
         for name in ("__init__.py", "privileged_probe.py"):
             shutil.copy(impenv.TOP / "tests" / name, site / "tests" / name)
         binary, sysconfdir = top / "libexec" / "flux-imp", top / "etc"
-        impenv._build(site, binary, 0, str(sysconfdir), module=PROBE)
+        impenv.build_launcher(site, binary, 0, str(sysconfdir), module=PROBE)
         impenv.make_setuid(binary)
         (top / "runs").mkdir(mode=0o755)
         yield Probe(binary, sysconfdir, site / "imports.log", owner, guest, munged, top / "runs")

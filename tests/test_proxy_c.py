@@ -127,7 +127,7 @@ def test_the_job_starts_only_once_its_parent_is_named_flux_imp(
     slow.mkdir()
     try:
         launcher = slow / "flux-imp-test"
-        helper = impenv._build(imp.site, launcher, 1)  # with the real helper beside it
+        helper = impenv.build_launcher(imp.site, launcher, 1)  # with the real helper beside it
         real = helper.rename(slow / "real-proxy")
         (slow / "slow.c").write_text(_SLOW_HELPER)
         subprocess.run(["gcc", "-O2", f'-DREAL="{real}"', "-o", str(helper),
