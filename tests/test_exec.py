@@ -265,6 +265,34 @@ def test_helper_runs_as_the_caller_in_a_new_session_and_leaves_stdin_to_the_shel
     assert words["var"] == "seen"
 
 
+def test_helper_and_shell_run_on_the_callers_cpus(setup: Setup, pattern: str) -> None:
+    """The privsep child starts on another CPU than the parent's (a
+    scheduling hint) and widens its mask back: what it runs, the helper,
+    and the job shell get every CPU the caller had."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("one CPU: the IMP moves no process, nothing to restore")
+    token_file = setup.tmp / "request.json"
+    token_file.write_bytes(request(sign_as(setup.guest, pattern)))
+    mask = "grep Cpus_allowed_list: /proc/self/status"
+    path = setup.script("helper.sh", f'#!/bin/sh\ncat "$1"\n{mask} >&2\n')
+    result = setup.run([SH, "-c", mask], pattern, FLUX_IMP_EXEC_HELPER=f"{path} {token_file}")
+    assert result.returncode == 0, result.stderr
+    expected = f"Cpus_allowed_list:\t{_cpu_list(cpus)}\n".encode()
+    assert (result.stderr, result.stdout) == (expected, expected)
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    """``cpus`` as the kernel lists them: ranges, "0-3,6"."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and runs[-1][-1] == cpu - 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
 # --------------------------------------------- caller, shell and J checks
 
 
