@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import pwd
 import subprocess
@@ -197,7 +198,15 @@ _OS = {"os", "posixpath", "genericpath", "_collections_abc"}
 def imported_by(err: str) -> list[str]:
     """The modules a ``-X importtime`` IMP logged on stderr, in order."""
     return [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
-            if line.startswith("import time:") and line.count("|") == 2]  # fmt: skip
+            if line.startswith("import time:") and line.count("|") == 2
+            and line[12:].split("|")[0].strip().isdigit()]  # not the header  # fmt: skip
+
+
+def missing(imported: list[str]) -> list[str]:
+    """What of ``imported`` does not exist here: importtime logs failed
+    imports too, and each searched every path entry (the same interpreter
+    runs these tests and the IMP)."""
+    return [name for name in imported if importlib.util.find_spec(name) is None]
 
 @pytest.mark.parametrize("mech", ["munge", "none"])
 def test_exec_imports_no_ctypes(
@@ -222,6 +231,7 @@ def test_exec_imports_no_ctypes(
     assert status == 0, err
     assert [name for name in imported if name.split(".")[0] == "ctypes"] == [], err
     assert _OS.isdisjoint(imported), err
+    assert missing(imported) == [], err
     if mech == "munge":
         # Both halves verified J through cfunc, imported once, before the fork
         # (exec_rules.prepare), and the child's log shows no import of its own.
@@ -244,3 +254,4 @@ def test_command_imports_no_os(imp: impenv.ImpInstall, owner: pwd.struct_passwd,
     imported = imported_by(err)
     assert "flux_imp.imp.main" in imported, err  # the log is there
     assert _OS.isdisjoint(imported), err
+    assert missing(imported) == [], err

@@ -47,14 +47,15 @@ if TYPE_CHECKING:
 else:
     # CPython's own SHA-256 where it is built in (FIPS builds leave it out):
     # hashlib loads OpenSSL's libcrypto, which costs start-up time and the
-    # lingering parent memory.  Same digest either way.
+    # lingering parent memory.  Same digest either way.  The module of this
+    # version first: a failed import searches every path entry.
     try:
-        from _sha2 import sha256  # 3.12+
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256
+        else:
+            from _sha256 import sha256
     except ImportError:
-        try:
-            from _sha256 import sha256  # 3.9 to 3.11
-        except ImportError:
-            from hashlib import sha256
+        from hashlib import sha256
 
 SYSLOG = "/dev/log"
 FALLBACK_DIR = "/var/log/flux-imp"
