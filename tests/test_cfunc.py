@@ -191,8 +191,9 @@ def test_with_fs_ids() -> None:
 
 # -- the setuid IMP: neither half imports ctypes, nor os ----------------------
 
-# os (and os.path) costs every start about 2 ms: flux_imp calls posix and fs.py.
-_OS = {"os", "posixpath", "genericpath", "_collections_abc"}
+# os (and os.path) costs every start about 2 ms: flux_imp calls posix and fs.py;
+# stat.py re-exports the built-in _stat, which flux_imp imports instead.
+_OS = {"os", "posixpath", "genericpath", "_collections_abc", "stat"}
 
 
 def imported_by(err: str) -> list[str]:

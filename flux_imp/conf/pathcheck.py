@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import posix
-import stat
+from _stat import S_IMODE, S_ISDIR, S_ISLNK, S_ISREG, S_ISVTX, S_IWGRP, S_IWOTH
 
 from ..fs import dirname, join
 
@@ -74,11 +74,11 @@ def _others_may_write(st: posix.stat_result, trusted_gids: tuple[int, ...]) -> s
     """``group`` or ``world`` if users other than the trusted ones may replace
     a directory's entries, else None."""
     # The sticky bit stops other writers from replacing our file.
-    if st.st_mode & stat.S_ISVTX:
+    if st.st_mode & S_ISVTX:
         return None
-    if st.st_mode & stat.S_IWGRP and st.st_gid not in trusted_gids:
+    if st.st_mode & S_IWGRP and st.st_gid not in trusted_gids:
         return "group"
-    if st.st_mode & stat.S_IWOTH:
+    if st.st_mode & S_IWOTH:
         return "world"
     return None
 
@@ -93,7 +93,7 @@ def _check_parent(path: str, trusted_gids: tuple[int, ...]) -> str:
     except OSError:
         raise PathError("Unable to stat parent directory") from None
     # lstat: a symlinked parent is refused as "unexpected file type".
-    if not stat.S_ISDIR(st.st_mode):
+    if not S_ISDIR(st.st_mode):
         raise PathError("Unable to check parent directory. Unexpected file type")
     if st.st_uid not in (0, posix.geteuid()):
         raise PathError("Invalid ownership on parent directory")
@@ -125,7 +125,7 @@ def _searched_directories(path: str) -> list[str]:
             continue
         entry = join(here, name)
         try:
-            if not stat.S_ISLNK(posix.lstat(entry).st_mode):
+            if not S_ISLNK(posix.lstat(entry).st_mode):
                 here = entry
                 continue
             target = posix.readlink(entry)
@@ -162,7 +162,7 @@ def path_is_secure(path: str) -> None:
     if not path:
         raise PathError("Filename not defined")
     try:
-        is_link = stat.S_ISLNK(posix.lstat(path).st_mode)
+        is_link = S_ISLNK(posix.lstat(path).st_mode)
     except OSError:
         is_link = False
     try:
@@ -170,7 +170,7 @@ def path_is_secure(path: str) -> None:
     except OSError as exc:
         raise PathError(posix.strerror(exc.errno or 0)) from None
     # Upstream tests the target's type before refusing the link itself.
-    if not stat.S_ISREG(st.st_mode):
+    if not S_ISREG(st.st_mode):
         raise PathError("File is not a regular file")
     if is_link:
         raise PathError("symbolic link")
@@ -180,10 +180,10 @@ def path_is_secure(path: str) -> None:
     # Upstream trusts the effective group with the file, and group 0 too
     # with its parent; root trusts no group.
     egid = posix.getegid()
-    if st.st_mode & stat.S_IWOTH or (
-        st.st_mode & stat.S_IWGRP and (privileged or st.st_gid != egid)
+    if st.st_mode & S_IWOTH or (
+        st.st_mode & S_IWGRP and (privileged or st.st_gid != egid)
     ):
-        raise PathError(f"bad file permissions ({stat.S_IMODE(st.st_mode):04o})")
+        raise PathError(f"bad file permissions ({S_IMODE(st.st_mode):04o})")
     parent = _check_parent(path, () if privileged else (0, egid))
     if privileged and _whole_tree:
         _check_ancestors(parent)

@@ -21,7 +21,7 @@ Call :func:`read_launch_data` once, at start-up: it closes fd 3.
 from __future__ import annotations
 
 import posix
-import stat
+from _stat import S_ISREG
 
 from ..fs import fsdecode
 
@@ -143,7 +143,7 @@ def _read_if_ours(fd: int) -> bytes | None:
         st = posix.fstat(fd)
     except OSError:
         return None  # not open: run without the launcher
-    if not stat.S_ISREG(st.st_mode):
+    if not S_ISREG(st.st_mode):
         return None  # e.g. a pipe some parent left open: do not consume it
     # pread: a regular file's offset may be shared; never move it.
     if posix.pread(fd, len(_IDENT), 0) != _IDENT:

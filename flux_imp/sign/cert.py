@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import posix
-import stat
+from _stat import S_ISLNK, S_ISREG
 
 from ..fs import fsencode
 from . import b64, certtoml, sodium
@@ -263,7 +263,7 @@ class Cert:
         except OSError as exc:
             raise CertError(exc.errno or errno.EIO) from exc
         try:
-            regular = stat.S_ISREG(posix.fstat(fd).st_mode)
+            regular = S_ISREG(posix.fstat(fd).st_mode)
         except OSError as exc:
             regular, err = False, exc.errno or errno.EIO
         else:
@@ -423,7 +423,7 @@ def _check_new(path: str, replace: bool) -> None:
         return
     except OSError as exc:
         raise CertError(exc.errno or errno.EIO, path) from exc
-    if stat.S_ISLNK(found.st_mode):
+    if S_ISLNK(found.st_mode):
         raise CertError(errno.ELOOP, path)
     if not replace:
         raise CertError(errno.EEXIST, path)
