@@ -181,7 +181,7 @@ class ImpInstall:
     installed: Path  # setuid; the production build (ignores every override)
     unprivileged: Path  # the test build, not setuid (mode 0755)
     gate: Gate  # who may run them
-    proxy: Path | None = None  # flux-imp-proxy, root 0755: what the setuid builds linger as
+    proxy: Path | None = None  # lingering/flux-imp, root 0755: what the setuid builds linger as
 
 
 def _make_site(site: Path) -> None:
@@ -203,10 +203,12 @@ def _make_site(site: Path) -> None:
 
 def build_launcher(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
                    module: str = "flux_imp.imp.main") -> Path:
-    """A launcher at ``out`` and, next to it, the lingering helper it names
-    (flux-imp-proxy, root 0755, as a package installs it); the helper's path."""
+    """A launcher at ``out`` and the lingering helper it names, beside it in
+    ``lingering/`` under the name the process keeps, ``flux-imp`` (root
+    0755, as a package installs it); the helper's path."""
     python = os.path.realpath(sys.executable)
-    proxy = out.parent / "flux-imp-proxy"
+    proxy = out.parent / "lingering" / "flux-imp"
+    proxy.parent.mkdir(mode=0o755, exist_ok=True)
     subprocess.run(
         ["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={python}", f"SITEDIR={site}",
          f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"MODULE={module}",
@@ -232,7 +234,7 @@ def build(prefix: Path, gate: Gate) -> ImpInstall:
     bindir = prefix / "libexec"
     bindir.mkdir()
     inst = ImpInstall(prefix, site, bindir / "flux-imp-test", bindir / "flux-imp",
-                      bindir / "flux-imp-unpriv", gate, bindir / "flux-imp-proxy")
+                      bindir / "flux-imp-unpriv", gate, bindir / "lingering" / "flux-imp")
     build_launcher(site, inst.test_build, 1)
     build_launcher(site, inst.installed, 0)
     shutil.copy(inst.test_build, inst.unprivileged)

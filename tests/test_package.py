@@ -105,7 +105,8 @@ def _contents(deb: Path) -> dict[str, tuple[str, str]]:
 def test_deb_ships_the_setuid_launcher_and_what_a_site_needs(deb: Path) -> None:
     files = _contents(deb)
     assert files[sitepkg.IMP] == ("-rwsr-xr-x", "root/root")
-    # The lingering helper, beside it: root's, 0755, not setuid.
+    # The lingering helper, named flux-imp in a directory of its own: root's,
+    # 0755, not setuid.
     assert files[sitepkg.HELPER] == ("-rwxr-xr-x", "root/root")
     assert files["/usr/bin/flux-sign"][0] == "-rwxr-xr-x"
     for path in ("/etc/flux/imp/conf.d", "/etc/flux/security/conf.d/sign.toml",
@@ -177,11 +178,14 @@ def test_the_interpreter_path_holds_only_root_owned_package_dirs(site: Site) -> 
         assert st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
 
 
-def test_the_helper_is_installed_root_0755_beside_the_launcher(site: Site) -> None:
+def test_the_helper_is_installed_root_0755_named_flux_imp(site: Site) -> None:
     st = os.lstat(sitepkg.HELPER)
     assert stat.S_ISREG(st.st_mode)
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o755)
-    assert os.path.dirname(sitepkg.HELPER) == os.path.dirname(sitepkg.IMP)
+    # The process keeps its file's name: flux-imp, what flux-core looks for.
+    assert os.path.basename(sitepkg.HELPER) == os.path.basename(sitepkg.IMP) == "flux-imp"
+    parent = os.stat(os.path.dirname(sitepkg.HELPER))
+    assert parent.st_uid == 0 and stat.S_IMODE(parent.st_mode) == 0o755
     with open(sitepkg.HELPER, "rb") as f:
         assert f.read(4) == b"\x7fELF"
     # The installed launcher was built to hand its jobs to this one.
@@ -266,8 +270,8 @@ def _uids(pid: int) -> list[int]:
 
 
 def test_a_running_guest_jobs_lingering_parent_is_the_helper(site: Site) -> None:
-    """Once the job runs, the IMP's root parent is flux-imp-proxy, named
-    flux-imp (what flux-core and ps show), and forwards signals to the job."""
+    """Once the job runs, the IMP's root parent is the helper (flux-imp-proxy.c),
+    named flux-imp (what flux-core and ps show), and forwards signals to the job."""
     token = sitepkg.sign(site.guest, b'{"version": 1}')
     rfd, wfd = os.pipe()  # the request, whole, then end of file
     os.write(wfd, sitepkg.exec_input(token))

@@ -133,10 +133,10 @@ def test_setuid_launcher(built: Built) -> None:
 
 
 def test_lingering_helper_beside_the_launcher(built: Built) -> None:
-    """flux-imp-proxy, which the root IMP execs while a job runs: root's,
-    0755, never setuid."""
-    e = built.files.get("/usr/libexec/flux/flux-imp-proxy")
-    assert e is not None, "no /usr/libexec/flux/flux-imp-proxy"
+    """flux-imp-proxy.c, which the root IMP execs while a job runs, under
+    the name the process must keep (flux-imp): root's, 0755, never setuid."""
+    e = built.files.get("/usr/libexec/flux-imp/flux-imp")
+    assert e is not None, "no /usr/libexec/flux-imp/flux-imp"
     assert (e.mode, e.owner, e.group) == ("-rwxr-xr-x", "root", "root")
 
 
@@ -217,8 +217,8 @@ def test_launcher_paths_match_package(built: Built, payload: Path) -> None:
     assert built.sitelib.encode() in data, "launcher SITEDIR is not the package's sitelib"
     assert HOST_PYTHON.encode() + b"\0" in data
     # The helper it names is the one the package installs, an ELF binary.
-    assert b',proxy="/usr/libexec/flux/flux-imp-proxy")' in data
-    assert (payload / "usr/libexec/flux/flux-imp-proxy").read_bytes()[:4] == b"\x7fELF"
+    assert b',proxy="/usr/libexec/flux-imp/flux-imp")' in data
+    assert (payload / "usr/libexec/flux-imp/flux-imp").read_bytes()[:4] == b"\x7fELF"
 
 
 def test_man_pages(built: Built) -> None:

@@ -19,9 +19,10 @@ far less memory than an interpreter holds.  Every decision is made here
 first (:func:`_hand_over`); the helper only carries them out, with the same
 messages, notifications, audit record and exit.  Signals stay blocked
 across the exec, and a blocked signal stays pending through execve, so
-none sent during the hand-over is lost.  The job execs only once the
-helper has renamed itself flux-imp (it then closes a pipe the job waits
-on), so the job's parent is never seen under the helper's file name.
+none sent during the hand-over is lost.  The helper's file is named
+flux-imp (the launcher's Makefile refuses another name), so the job's
+parent is never seen under any other name (flux-core and upstream's
+tests look for it by that name): the job need not wait for the exec.
 Python lingers itself when the launcher names no helper (not setuid, or
 none installed) and when a PAM session is open: pam_close_session must
 run in the process that opened the session, whose modules keep their
@@ -47,6 +48,7 @@ import time
 from ..fs import fsencode
 from . import sdnotify
 from .log import ImpError, die, log
+from .privsep import start_elsewhere
 from .sdnotify import notify, sd_notify
 
 # Annotations only: typing and collections cost import time and memory
@@ -108,10 +110,11 @@ def spawn_and_proxy(
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
     _flush()  # nothing buffered may be written twice
     helper = getattr(imp, "proxy", "")  # a stand-in Imp (tests) may have no helper
-    # The job waits to start until its parent is named flux-imp (flux-core and
-    # tests look for it by that name): the helper is named by its file until
-    # its first act renames it; its second closes this pipe's write end.
-    ready, renamed = posix.pipe() if helper else (-1, -1)
+    # The child starts on another CPU (start_elsewhere) and waits for EOF on
+    # this pipe, the parent's word that it was moved, before it takes back
+    # the caller's CPUs.
+    placed, moved = posix.pipe2(posix.O_CLOEXEC)
+    cpus = posix.sched_getaffinity(0)
     try:
         pid = posix.fork()
     except OSError as exc:
@@ -119,10 +122,11 @@ def spawn_and_proxy(
             finish()
         die(f"{imp.argv[1]}: fork: {exc.strerror}")
     if pid == 0:
-        _child(exec_child, imp.umask, signal_group, ready, renamed)
+        _child(exec_child, imp.umask, signal_group, placed, moved, cpus)
     del exec_child  # its closure (J, passwd entry, ...) is the child's business
-    if ready >= 0:
-        posix.close(ready)
+    start_elsewhere(pid, cpus)
+    posix.close(moved)
+    posix.close(placed)
     if signal_group:
         # Also here, so a signal forwarded before the child's setpgrp() finds the group.
         with _suppress(OSError):
@@ -136,9 +140,7 @@ def spawn_and_proxy(
         if finish is not None and deferred_finish is not None:
             records = deferred_finish()
         if records is not None:
-            posix.set_inheritable(renamed, True)  # the helper's to close
             _hand_over(helper, proxy, socket, records)  # returns only if it failed
-        posix.close(renamed)  # Python lingers: named flux-imp already
     status = proxy.wait_child()
     _notify_or_warn(socket, "STOPPING=1")
     sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
@@ -208,14 +210,14 @@ def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
         log.warn(f"proxy: cannot exec {helper}: {exc.strerror}")
 
 
-def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool, ready: int,
-           renamed: int) -> NoReturn:
-    """The forked child: a clean signal state, the caller's umask, then exec
-    once ``ready`` (if not -1) reads EOF: its parent closed ``renamed``."""
+def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool, placed: int,
+           moved: int, cpus: set[int]) -> NoReturn:
+    """The forked child: a clean signal state, the caller's umask, then,
+    once ``placed`` reads EOF (its parent closed ``moved``), the caller's
+    ``cpus`` and exec."""
     code = 1
     try:
-        if ready >= 0:
-            posix.close(renamed)  # only the parent's (the helper's) may remain
+        posix.close(moved)  # only the parent's may remain
         # Dispositions first, so nothing the parent set runs once unblocked.
         for sig in range(1, signal.SIGRTMIN):
             with _suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
@@ -227,10 +229,11 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool, r
                 posix.setpgrp()
             except OSError as exc:
                 die(f"setpgrp: {exc.strerror}")
-        if ready >= 0:
-            while posix.read(ready, 64):  # EOF: the helper renamed itself, or none lingers
-                pass
-            posix.close(ready)
+        while posix.read(placed, 64):  # EOF: the parent is done moving us
+            pass
+        posix.close(placed)
+        with _suppress(OSError):  # a cpuset changed since: keep what the kernel left us
+            posix.sched_setaffinity(0, cpus)
         exec_child()
     except ImpError as exc:
         log.fatal(exc.message)

@@ -5,7 +5,9 @@
  * and execs this with every signal still blocked (the mask and pending
  * signals survive execve: none sent during the hand-over is lost).  This
  * carries the decisions out in far less memory than an interpreter, with
- * log.py's messages and audit.py's records byte for byte. */
+ * log.py's messages and audit.py's records byte for byte.  It is installed
+ * under the file name flux-imp (the Makefile refuses another), so from the
+ * exec on the process is named flux-imp, the name flux-core looks for. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -232,8 +233,7 @@ static int remove_job(void)
 
 int main(int argc, char *argv[])
 {
-    (void)prctl(PR_SET_NAME, "flux-imp", 0, 0, 0); /* first: the name flux-core looks for */
-    (void)syscall(SYS_close_range, 3U, ~0U, 0U); /* no fd of Python's: the job waits for this */
+    (void)syscall(SYS_close_range, 3U, ~0U, 0U); /* no fd of Python's */
     struct stat self; /* set-ID, its argv would be any caller's: refuse */
     if (stat("/proc/self/exe", &self) < 0 || (self.st_mode & (S_ISUID | S_ISGID)))
         return say("Fatal", "proxy: setuid or setgid, or no /proc/self/exe"), 1;
