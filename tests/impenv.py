@@ -208,7 +208,7 @@ def build_launcher(site: Path, out: Path, test_build: int, sysconfdir: str = "/e
     0755, as a package installs it); the helper's path."""
     python = os.path.realpath(sys.executable)
     proxy = out.parent / "lingering" / "flux-imp"
-    proxy.parent.mkdir(mode=0o755, exist_ok=True)
+    proxy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     subprocess.run(
         ["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={python}", f"SITEDIR={site}",
          f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"MODULE={module}",

@@ -326,6 +326,27 @@ def test_signal_group_forwards_to_the_whole_process_group(
     assert exits(background)  # not the IMP's child: it may still be dying
 
 
+_LINGER_GC = """\
+import gc, os, types
+from flux_imp.imp.cgroup import CgroupInfo
+from flux_imp.imp.environ import CallerEnv
+from flux_imp.imp.proxy import spawn_and_proxy
+gc.disable()  # as flux_imp.imp.main does
+imp = types.SimpleNamespace(cgroup=CgroupInfo("/nonexistent", False, False),
+                            env=CallerEnv([]), umask=0o022)
+spawn_and_proxy(imp, lambda: os.execv("/bin/true", ["/bin/true"]),
+                finish=lambda: print("gc enabled:", gc.isenabled(), flush=True))
+"""
+
+
+def test_a_lingering_python_parent_collects_garbage_again() -> None:
+    """The IMP runs without cyclic GC; Python lingering for a job (no
+    helper here) turns it back on, for as long as the job runs."""
+    proc = subprocess.run([sys.executable, "-c", _LINGER_GC], capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "gc enabled: True\n", "")
+
+
 def test_children_found_by_scanning_proc() -> None:
     # The fallback for kernels without /proc/PID/task/TID/children.
     with subprocess.Popen(["sleep", "1000"]) as child:

@@ -41,6 +41,7 @@ paused until some forwarded signal arrives.
 
 from __future__ import annotations
 
+import gc
 import posix
 import sys
 import time
@@ -141,6 +142,7 @@ def spawn_and_proxy(
             records = deferred_finish()
         if records is not None:
             _hand_over(helper, proxy, socket, records)  # returns only if it failed
+    gc.enable()  # Python lingers, for as long as the job runs (main.main turned it off)
     status = proxy.wait_child()
     _notify_or_warn(socket, "STOPPING=1")
     sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
