@@ -90,6 +90,9 @@ def bytecode(source: Path) -> Path:
     ("flux_imp/imp", 0o777),  # its package directory
     ("flux_imp/imp/__pycache__", 0o775),  # root reads bytecode even with -B
     ("pyc of flux_imp/imp/main.py", 0o664),
+    ("flux_imp/imp/loader.py", 0o664),  # loaded by path, before the rest
+    ("pyc of flux_imp/imp/loader.py", 0o666),
+    ("pyc of flux_imp/__init__.py", 0o664),  # the package: the loader's, from SITEDIR
     ("nacl", 0o777),  # a dependency
     ("nacl/_sodium.abi3.so", 0o775),  # an extension module
     (CFFI_BACKEND, 0o757),  # a top-level extension module in SITEDIR

@@ -805,7 +805,13 @@ def test_make_install_production_build(tmp_path: Path) -> None:
     binary = installed.read_bytes()
     bootstrap = (  # after the import guard (tests/test_harden_launcher.py)
         f'\nsys.path.append("{VENV_SITE}");'
-        "from flux_imp.imp.loader import install;install(judge if geteuid() == 0 else None);"
+        "from _frozen_importlib_external import spec_from_file_location\n"
+        "from _frozen_importlib import _load\n"
+        'spec = spec_from_file_location("flux_imp.imp.loader",\n'
+        f'                               "{VENV_SITE}/flux_imp/imp/loader.py")\n'
+        "if geteuid() == 0:\n"
+        "    judged_spec(spec)\n"
+        f'_load(spec).install(judge if geteuid() == 0 else None, "{VENV_SITE}")\n'
         'from flux_imp.imp.main import main;main(test_build=0,sysconfdir="/etc")'
     )
     assert bootstrap.encode() + b"\0" in binary

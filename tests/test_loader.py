@@ -22,16 +22,19 @@ import flux_imp
 
 PACKAGE = Path(flux_imp.__file__).resolve().parent
 
-# Imports every module of the copy at sys.argv[1] (the loader first if
-# sys.argv[2] == "loader"), then prints what each module looks like.
+# Imports every module of the copy at sys.argv[1] (the loader first, as the
+# launcher loads it, if sys.argv[2] == "loader"), then prints what each
+# module looks like.
 PROBE = r"""
 import json, sys
 site, mode = sys.argv[1], sys.argv[2]
 sys.path.append(site)
 seen = []
 if mode == "loader":
-    from flux_imp.imp.loader import Finder, install
-    install(lambda path, st: seen.append([path, st.st_ino]))
+    from _frozen_importlib_external import spec_from_file_location
+    from _frozen_importlib import _load
+    spec = spec_from_file_location("flux_imp.imp.loader", site + "/flux_imp/imp/loader.py")
+    _load(spec).install(lambda path, st: seen.append([path, st.st_ino]), site)
 names = [line for line in sys.stdin.read().split()]
 for name in names:
     __import__(name)
@@ -79,8 +82,9 @@ def test_modules_load_as_the_standard_finder_loads_them(site: Path) -> None:
     ours = _probe(site, "loader", names)["modules"]
     assert isinstance(standard, dict) and isinstance(ours, dict)
     for name in names:
-        # What the probe imports to install the loader comes the standard way.
-        first = name in ("flux_imp", "flux_imp.imp", "flux_imp.imp.loader")
+        # The loader itself comes the standard way, from its path; then its
+        # packages, flux_imp first (not searched for on sys.path), come its way.
+        first = name == "flux_imp.imp.loader"
         assert ours[name]["loader"] == ("SourceFileLoader" if first else "Loader"), name
         assert standard[name]["loader"] == "SourceFileLoader"
         for key in ("file", "cached", "path", "names"):

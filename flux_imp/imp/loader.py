@@ -1,8 +1,13 @@
 """The IMP's own importer for flux_imp's modules: byte code read directly.
 
-The launcher's bootstrap installs it, after its import guard, before it
-imports the IMP.  Every IMP start imports some 20 to 45 of our modules;
-the standard path finder spends about 80 us on each beyond loading it
+The launcher's bootstrap loads this module from its path in the site
+directory (``flux_imp.imp.loader``, before its packages) and installs it,
+after its import guard, before it imports the IMP; the finder then serves
+the ``flux_imp`` package itself from that directory too (the standard one
+would search sys.path for it, listing each directory).
+
+Every IMP start imports some 20 to 45 of our modules; the standard path
+finder spends about 80 us on each beyond loading it
 (directory listing and mtime checks, suffix probing, loader objects), a
 few milliseconds a start.  For a submodule of a flux_imp package (one
 directory), this finder looks only where a package install puts the
@@ -58,6 +63,10 @@ class Loader:
         assert spec is not None
         code, spec.loader_state = spec.loader_state, None
         exec(code, module.__dict__)  # noqa: S102 - our own byte code, judged
+        if spec.name == __package__:
+            # Loaded before its package (by the launcher): bound to it, as an
+            # import after the package would have.
+            setattr(module, __name__.rpartition(".")[2], sys.modules[__name__])
 
 
 def _code(st: stat_result, pyc: str, judge: Judge | None) -> CodeType | None:
@@ -93,11 +102,16 @@ class Finder:
     """A meta path finder for flux_imp's submodules; None defers to the rest."""
 
     judge: Judge | None = None
+    top: str | None = None  # the site directory that holds flux_imp
 
     @classmethod
     def find_spec(cls, name: str, path: Sequence[str] | None = None,
                   target: object = None) -> ModuleSpec | None:
-        if path is None or len(path) != 1 or not name.startswith(_PREFIX):
+        if path is None:
+            if name != "flux_imp" or cls.top is None:
+                return None
+            path = [cls.top]  # the package the launcher was built for, nowhere else
+        elif len(path) != 1 or not name.startswith(_PREFIX):
             return None
         base, last = path[0], name.rpartition(".")[2]
         package = f"{base}/{last}"
@@ -127,7 +141,9 @@ class Finder:
         return None
 
 
-def install(judge: Judge | None) -> None:
-    """Put the finder first; ``judge`` (the guard's, as root) sees each file."""
+def install(judge: Judge | None, top: str | None = None) -> None:
+    """Put the finder first; ``judge`` (the guard's, as root) sees each file;
+    ``top``, if given, is where the ``flux_imp`` package is."""
     Finder.judge = judge
+    Finder.top = top
     sys.meta_path.insert(0, Finder)
