@@ -51,22 +51,26 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[posix.write(fd, view) :]
 
 
-def start_elsewhere(pid: int, cpus: set[int]) -> None:
-    """Start child ``pid`` on another of ``cpus`` than ours: a scheduling
-    hint, nothing depends on it.
+def other_cpus(cpus: set[int]) -> set[int] | None:
+    """``cpus`` but the one we run on, to start a child on (None: no other,
+    or unknown): a scheduling hint, nothing depends on it.
 
     Linux starts a forked child on its parent's CPU, and here (2 vCPUs) it
     waited there up to 3 ms while the parent went on (tests on a 20 MiB
     process: the child ran only once the parent blocked, or a tick later).
     The parent's next work (importing its half) and the child's (parsing
-    and verifying) are independent, so each gets a CPU: 2 ms less an exec.
-    So are the job's start and its parent's exec of the lingering helper
-    (proxy.py: 0.3 ms less).  The parent moves the child before its go
-    signal; the child, once it has it, widens its mask back to ``cpus`` (a
+    and verifying) are independent, so each gets a CPU: 2 ms less an exec;
+    so are the job's start and its parent's exec of the lingering helper
+    (proxy.py).  Read before the fork, so that moving the child is the
+    parent's first act after it, before a tick can give the child the
+    parent's CPU.  The parent moves the child before its go signal; the
+    child, once it has it, widens its mask back to the caller's (a
     FLUX_IMP_EXEC_HELPER and the job run on the CPUs the caller gave the
-    IMP)."""
+    IMP).  The go signal follows at once, so the child, which needs a
+    while to start, finds it there: a child that blocked for it would, on
+    this VM, wait up to 1 ms for its idle vCPU to be woken (0.8 ms an exec)."""
     if len(cpus) < 2:
-        return
+        return None
     try:
         fd = posix.open("/proc/self/stat", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
@@ -74,10 +78,18 @@ def start_elsewhere(pid: int, cpus: set[int]) -> None:
         finally:
             posix.close(fd)
         # Field 39, "processor": the 37th after the parenthesised comm.
-        ours = int(stat.rpartition(b")")[2].split()[36])
-        posix.sched_setaffinity(pid, cpus - {ours})
+        return cpus - {int(stat.rpartition(b")")[2].split()[36])}
     except (OSError, ValueError, IndexError):
-        pass  # no /proc, or a mask the kernel refuses: start where it is
+        return None  # no /proc: start where it is
+
+
+def move(pid: int, cpus: set[int] | None) -> None:
+    """Child ``pid`` to ``cpus`` (other_cpus()), if any and if the kernel lets us."""
+    if cpus:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            posix.sched_setaffinity(pid, cpus)
+        except OSError:
+            pass  # a cpuset changed: start where it is
 
 
 class Privsep:
@@ -94,20 +106,20 @@ class Privsep:
         pp_r, pp_w = posix.pipe2(posix.O_CLOEXEC)  # child -> parent
         sys.stdout.flush()
         cpus = posix.sched_getaffinity(0)
+        elsewhere = other_cpus(cpus)
         pid = posix.fork()
         if pid == 0:
             posix.close(up_w)
             posix.close(pp_r)
             cls._child(cls(0, up_r, pp_w), child_main, cpus)
-        start_elsewhere(pid, cpus)
-        posix.close(up_r)
+        move(pid, elsewhere)
         posix.close(pp_w)
-        ps = cls(pid, pp_r, up_w)
         try:
             _write_all(up_w, b"\0")  # go: the parent is ready to read
         except OSError as exc:
             raise ImpError("Privilege separation initialization failed") from exc
-        return ps
+        posix.close(up_r)
+        return cls(pid, pp_r, up_w)
 
     @staticmethod
     def _child(ps: Privsep, child_main: Callable[[Privsep], None], cpus: set[int]) -> NoReturn:
@@ -117,7 +129,7 @@ class Privsep:
             if _read_exact(ps.rfd, 1) != b"\0":
                 raise ImpError("wait_for_parent: lost the privileged parent")
             try:  # noqa: SIM105 - contextlib costs start-up time
-                posix.sched_setaffinity(0, cpus)  # after the parent's start_elsewhere()
+                posix.sched_setaffinity(0, cpus)  # after the parent's move()
             except OSError:
                 pass  # a cpuset changed since: keep what the kernel left us
             child_main(ps)

@@ -49,7 +49,7 @@ import time
 from ..fs import fsencode
 from . import sdnotify
 from .log import ImpError, die, log
-from .privsep import start_elsewhere
+from .privsep import move, other_cpus
 from .sdnotify import notify, sd_notify
 
 # Annotations only: typing and collections cost import time and memory
@@ -111,11 +111,12 @@ def spawn_and_proxy(
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
     _flush()  # nothing buffered may be written twice
     helper = getattr(imp, "proxy", "")  # a stand-in Imp (tests) may have no helper
-    # The child starts on another CPU (start_elsewhere) and waits for EOF on
-    # this pipe, the parent's word that it was moved, before it takes back
-    # the caller's CPUs.
+    # The child starts on another CPU (privsep.other_cpus) and waits for EOF
+    # on this pipe, the parent's word that it was moved, before it takes
+    # back the caller's CPUs.
     placed, moved = posix.pipe2(posix.O_CLOEXEC)
     cpus = posix.sched_getaffinity(0)
+    elsewhere = other_cpus(cpus)
     try:
         pid = posix.fork()
     except OSError as exc:
@@ -125,7 +126,7 @@ def spawn_and_proxy(
     if pid == 0:
         _child(exec_child, imp.umask, signal_group, placed, moved, cpus)
     del exec_child  # its closure (J, passwd entry, ...) is the child's business
-    start_elsewhere(pid, cpus)
+    move(pid, elsewhere)
     posix.close(moved)
     posix.close(placed)
     if signal_group:
