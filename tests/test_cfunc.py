@@ -256,3 +256,5 @@ def test_command_imports_no_os(imp: impenv.ImpInstall, owner: pwd.struct_passwd,
     assert "flux_imp.imp.main" in imported, err  # the log is there
     assert _OS.isdisjoint(imported), err
     assert missing(imported) == [], err
+    # Only a command with a privileged half builds a message for it.
+    assert ("flux_imp.sign.kv" in imported) == (command == "whoami"), err

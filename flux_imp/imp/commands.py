@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .state import Imp
 
     Half = Callable[[Imp, KV], None]
+    Alone = Callable[[Imp], None]
 
 # name: (module, has a privileged half, writes audit records, the module
 # of the rules both halves apply or "": flux_imp/imp/<rules>.py)
@@ -66,6 +67,15 @@ def find(name: str, privileged: bool) -> Half | None:
     side = "privileged" if privileged else "unprivileged"
     module = _import(f"{__package__}.{side}.{entry[0]}")
     half: Half = getattr(module, "parent" if privileged else "child")
+    return half
+
+
+def alone(name: str) -> Alone:
+    """The unprivileged half of ``name``, a command with no privileged half
+    (parent_free()): it takes no message to fill, as nothing reads one."""
+    entry = _COMMANDS[name]
+    module = _import(f"{__package__}.unprivileged.{entry[0]}")
+    half: Alone = module.child
     return half
 
 

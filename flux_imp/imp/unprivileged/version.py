@@ -9,7 +9,6 @@ from ...fs import is_file
 
 TYPE_CHECKING = False  # annotations only (mypy reads this as true)
 if TYPE_CHECKING:
-    from ...sign.kv import KV
     from ..state import Imp
 
 
@@ -45,7 +44,7 @@ def pam_available() -> bool:
     return any(is_file(f"{d}/{_PAM}") for d in _DEFAULT_DIRS)
 
 
-def child(imp: Imp, kv: KV) -> None:
+def child(imp: Imp) -> None:
     sys.stdout.write(f"flux-imp v{__version__}\n")
     if pam_available():
         sys.stdout.write("+pam\n")
