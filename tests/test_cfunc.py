@@ -243,6 +243,19 @@ def test_exec_imports_no_ctypes(
         assert imported.index("flux_imp.sign.munge") < forked, err
 
 
+@pytest.mark.parametrize("mechanism", ["curve", "munge", "none"])
+def test_mechanism_imports_no_os(mechanism: str) -> None:
+    """What both halves of exec import to verify J (the curve mechanism with
+    its CA and cert code: 1 ms of os an exec once)."""
+    code = f"import sys; sys.path.insert(0, {str(impenv.TOP)!r}); import flux_imp.sign.{mechanism}"
+    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    imported = imported_by(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    assert f"flux_imp.sign.{mechanism}" in imported, proc.stderr
+    assert _OS.isdisjoint(imported), proc.stderr
+
+
 @pytest.mark.parametrize("command", ["version", "whoami"])
 def test_command_imports_no_os(imp: impenv.ImpInstall, owner: pwd.struct_passwd,
                                world_tmp: Path, command: str) -> None:

@@ -9,10 +9,11 @@ Every failure raises CAError with upstream's message text.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import time
 
 from .. import conf as cf
+from ..fs import fsencode, lexists
 from .cert import Cert, CertError, c_string
 from .errors import SignError
 
@@ -31,7 +32,7 @@ _OPTS = (
     cf.Option("domain", "string", True),
 )
 _PATH_MAX = 4096
-_EINVAL = os.strerror(errno.EINVAL)
+_EINVAL = posix.strerror(errno.EINVAL)
 
 
 class CAError(SignError):
@@ -40,7 +41,7 @@ class CAError(SignError):
 
 def _revoke_path(directory: str, cert_uuid: str) -> str:
     path = f"{directory}/{cert_uuid}"
-    if len(os.fsencode(path)) > _PATH_MAX:
+    if len(fsencode(path)) > _PATH_MAX:
         raise CAError(_EINVAL)
     return path
 
@@ -57,11 +58,11 @@ def _is_revoked(path: str) -> bool:
     decides: the IMP's privileged half verifies J again, as root.
     """
     try:
-        os.lstat(path)
+        posix.lstat(path)
     except FileNotFoundError:
         return False
     except PermissionError:
-        return os.geteuid() == 0  # root denied (e.g. NFS root squash): revoked
+        return posix.geteuid() == 0  # root denied (e.g. NFS root squash): revoked
     except OSError:
         return True  # ENOTDIR, ELOOP, EIO, ...: cannot prove it is not revoked
     return True
@@ -93,13 +94,13 @@ class CA:
     def load(self, secret: bool = False) -> None:
         """Load the CA cert from ``cert-path`` (with its secret key if asked)."""
         path = self.cert_path
-        if os.geteuid() == 0:  # not upstream: root trusts only files only root can change
+        if posix.geteuid() == 0:  # not upstream: root trusts only files only root can change
             from ..conf.pathcheck import PathError, path_is_secure
 
             for name in (path + ".pub", path) if secret else (path + ".pub",):
                 try:
                     # A missing file is left to Cert.load, for upstream's message.
-                    if os.path.lexists(name):
+                    if lexists(name):
                         path_is_secure(name)
                 except PathError as exc:
                     raise CAError(f"{name}: {exc.text}") from None
@@ -124,7 +125,7 @@ class CA:
         if ttl < 0 or not_valid_before < 0:
             raise CAError(_EINVAL)
         cert = Cert.create()
-        self._sign_with(cert, cert, not_valid_before, ttl, os.getuid(), True)
+        self._sign_with(cert, cert, not_valid_before, ttl, posix.getuid(), True)
         self.cert = cert
 
     def set_cert(self, cert: Cert) -> None:
@@ -232,13 +233,13 @@ class CA:
             raise CAError("revocation not permitted on this node")
         directory = self._str("revoke-dir")
         try:
-            os.mkdir(directory, 0o755)
+            posix.mkdir(directory, 0o755)
         except FileExistsError:
             pass
         except OSError as exc:
-            raise CAError(os.strerror(exc.errno or errno.EIO)) from exc
+            raise CAError(posix.strerror(exc.errno or errno.EIO)) from exc
         path = _revoke_path(directory, cert_uuid)
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            posix.close(posix.open(path, posix.O_WRONLY | posix.O_CREAT | posix.O_CLOEXEC, 0o644))
         except OSError as exc:
-            raise CAError(f"{path}: {os.strerror(exc.errno or errno.EIO)}") from exc
+            raise CAError(f"{path}: {posix.strerror(exc.errno or errno.EIO)}") from exc
