@@ -67,8 +67,8 @@ def other_cpus(cpus: set[int]) -> set[int] | None:
     child, once it has it, widens its mask back to the caller's (a
     FLUX_IMP_EXEC_HELPER and the job run on the CPUs the caller gave the
     IMP).  The go signal follows at once, so the child, which needs a
-    while to start, finds it there: a child that blocked for it would, on
-    this VM, wait up to 1 ms for its idle vCPU to be woken (0.8 ms an exec)."""
+    while to start, finds it there: a child that blocked for it waited, on
+    this VM, about 1 ms for its idle vCPU to be woken (exec 0.3 ms less)."""
     if len(cpus) < 2:
         return None
     try:
