@@ -780,6 +780,9 @@ def test_missing_interpreter_fails_closed(
         ["PYTHON=/usr/bin/python3", "SITEDIR=/x", "MODULE=os;os.system"],
         ["PYTHON=/usr/bin/python3", "SITEDIR=/x", "MODULE=a..b"],
         ["PYTHON=/usr/bin/python3", "SITEDIR=/x", "TEST_BUILD=2"],
+        # The helper keeps its file's name as the job's parent: flux-imp only.
+        ["PYTHON=/usr/bin/python3", "SITEDIR=/x", "PROXY=/usr/libexec/flux/flux-imp-proxy"],
+        ["PYTHON=/usr/bin/python3", "SITEDIR=/x", "PROXY=/usr/libexec/flux-imp/xflux-imp"],
     ],
 )
 def test_make_rejects_unsafe_settings(bad: list[str], tmp_path: Path) -> None:
