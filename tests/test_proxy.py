@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_imp.imp import proxy, sdnotify
+from flux_imp.imp import linger, sdnotify
 
 from . import users
 from .impenv import ImpInstall
@@ -351,7 +351,7 @@ def test_children_found_by_scanning_proc() -> None:
     # The fallback for kernels without /proc/PID/task/TID/children.
     with subprocess.Popen(["sleep", "1000"]) as child:
         try:
-            assert child.pid in proxy.scan_children(os.getpid())
+            assert child.pid in linger.scan_children(os.getpid())
         finally:
             child.kill()
 

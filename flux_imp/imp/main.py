@@ -186,7 +186,7 @@ def main(test_build: int = 0, sysconfdir: str = SYSCONFDIR, test_pattern: str = 
     # collections would only walk them, and after a fork write to pages both
     # halves share (copy-on-write faults in each): 0.35 ms an exec here.
     # The process ends within milliseconds; a Python parent that lingers for
-    # a job turns it back on (proxy.py).
+    # a job turns it back on (linger.py).
     gc.disable()
     try:
         code = _run(bool(test_build), sysconfdir, test_pattern, proxy)

@@ -1,16 +1,11 @@
-"""The lingering privileged parent of a job process (upstream exec.c and
-run.c after fork, signals.c, pidinfo.c).
+"""The job's process and its privileged parent (upstream exec.c and run.c
+after fork): the fork, then who lingers as the job's parent.
 
-The parent forks the child, forwards signals to it, turns SIGUSR1 into
-SIGKILL for the whole job (RFC 15), waits for the child and, in cgroup-kill
-mode, for its cgroup to empty, then exits the way the child did.  With a
-job cgroup of its own (privileged/contain/cgroup.py), that cgroup is what SIGUSR1 kills and
-what the parent waits for, and ``finish`` runs once it is empty.
-
-Unlike upstream, the child is reaped only after the cgroup wait: until
-then it stays a zombie, which keeps its pid (and so its process group id)
-from being given to another process that a forwarded signal or SIGUSR1's
-SIGKILL would then hit.
+The parent forks the child (the job shell, or run's script), which sets a
+clean signal state and the caller's umask before it execs.  What the
+parent then does for the job's lifetime (forward signals, turn SIGUSR1
+into SIGKILL for the whole job, RFC 15, wait for the child and its cgroup,
+exit the way the child did) is linger.py's, in Python, or the helper's.
 
 Where the launcher names its helper (``imp.proxy``: flux-imp-proxy, a
 small C program built with it, packaging/launcher/flux-imp-proxy.c), the
@@ -23,28 +18,17 @@ none sent during the hand-over is lost.  The helper's file is named
 flux-imp (the launcher's Makefile refuses another name), so the job's
 parent is never seen under any other name (flux-core and upstream's
 tests look for it by that name): the job need not wait for the exec.
-Python lingers itself when the launcher names no helper (not setuid, or
-none installed) and when a PAM session is open: pam_close_session must
-run in the process that opened the session, whose modules keep their
-state in it (a site with ``pam-support`` pays the interpreter's memory
-for every running job).
-
-Signals are handled synchronously: the parent keeps every signal blocked
-and takes the ones it handles (and SIGCHLD) with sigwaitinfo.  A Python
-handler only runs between bytecodes, so a signal arriving just before a
-blocking call would wait for that call to return; a pending signal cannot
-be missed by sigwaitinfo.  As upstream, unhandled signals stay blocked;
-unlike upstream, the child's fatal signal is unblocked before it is
-re-raised, so a child killed by e.g. SIGSEGV no longer leaves the IMP
-paused until some forwarded signal arrives.
+Python lingers itself (linger.py, imported only then) when the launcher
+names no helper (not setuid, or none installed) and when a PAM session is
+open: pam_close_session must run in the process that opened the session,
+whose modules keep their state in it (a site with ``pam-support`` pays the
+interpreter's memory for every running job).
 """
 
 from __future__ import annotations
 
-import gc
 import posix
 import sys
-import time
 
 from ..fs import fsencode
 from . import sdnotify
@@ -70,7 +54,7 @@ else:
     import _signal as signal
 
 
-class _suppress:
+class suppress:
     """contextlib.suppress, without contextlib (start-up time and memory)."""
 
     def __init__(self, *kinds: type[BaseException]) -> None:
@@ -83,15 +67,14 @@ class _suppress:
         return kind is not None and issubclass(kind, self.kinds)
 
 
-_FORWARDED = frozenset({
+# What the lingering parent forwards to the job (and hands the helper).
+FORWARDED = frozenset({
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCONT,
     signal.SIGALRM, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU,
 })  # fmt: skip
-_HANDLED = _FORWARDED | {signal.SIGUSR1}
-_WAITED = _HANDLED | {signal.SIGCHLD}
-_CGROUP_POLL = 1.0  # seconds; cgroup.procs cannot be watched
-_JOB_POLL = 0.05  # seconds; a job cgroup's cgroup.events is cheap to read
-_SETTLE = 0.002  # after a signal, let killed processes leave cgroup.procs
+CGROUP_POLL = 1.0  # seconds; cgroup.procs cannot be watched
+JOB_POLL = 0.05  # seconds; a job cgroup's cgroup.events is cheap to read
+SETTLE = 0.002  # after a signal, let killed processes leave cgroup.procs
 _MAX_ARG = 131072 - 64  # bytes of one argv or environment string execve takes, with room
 
 
@@ -109,7 +92,7 @@ def spawn_and_proxy(
     # An ignored SIGCHLD (possible without the launcher) would reap the child.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
-    _flush()  # nothing buffered may be written twice
+    flush()  # nothing buffered may be written twice
     helper = getattr(imp, "proxy", "")  # a stand-in Imp (tests) may have no helper
     # The child starts on another CPU (privsep.other_cpus) and waits for EOF
     # on this pipe, the parent's word that it was moved, before it takes
@@ -131,31 +114,24 @@ def spawn_and_proxy(
     posix.close(placed)
     if signal_group:
         # Also here, so a signal forwarded before the child's setpgrp() finds the group.
-        with _suppress(OSError):
+        with suppress(OSError):
             posix.setpgid(pid, pid)
-    proxy = _Proxy(imp.cgroup, job_cgroup, pid, signal_group)
+    child = Child(imp.cgroup, job_cgroup, pid, signal_group)
     socket = imp.env.get("NOTIFY_SOCKET")
-    _notify_or_warn(socket, "READY=1")
+    notify_or_warn(socket, "READY=1")
     sd_notify(socket, "STATUS=IMP is monitoring child and forwarding signals")
     if helper:
         records = (0, "", "") if finish is None else None
         if finish is not None and deferred_finish is not None:
             records = deferred_finish()
         if records is not None:
-            _hand_over(helper, proxy, socket, records)  # returns only if it failed
-    gc.enable()  # Python lingers, for as long as the job runs (main.main turned it off)
-    status = proxy.wait_child()
-    _notify_or_warn(socket, "STOPPING=1")
-    sd_notify(socket, f"STATUS={_describe(status)}, waiting for cgroup")
-    proxy.wait_cgroup()
-    proxy.reap()  # no signal goes to its pid or group from here on
-    if finish is not None:
-        finish()
-    sd_notify(socket, "STATUS=cgroup is now empty, exiting")
-    _exit_like(status)
+            _hand_over(helper, child, socket, records)  # returns only if it failed
+    from .linger import linger  # only where Python lingers: its own module
+
+    linger(child, socket, finish)
 
 
-def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
+def _hand_over(helper: str, proxy: Child, socket: str | None,
                records: tuple[int, str, str]) -> None:
     """Exec ``helper`` to linger in our place, every signal still blocked.
 
@@ -198,15 +174,15 @@ def _hand_over(helper: str, proxy: _Proxy, socket: str | None,
     argv = [fsencode(arg) for arg in (
         helper, str(proxy.pid), str(proxy.target),
         str(proxy.target if proxy.target < 0 and not job else 0),
-        str(sum(1 << sig for sig in _FORWARDED)),
-        str(round((_JOB_POLL if job else _CGROUP_POLL) * 1000)),
-        str(0 if job else round(_SETTLE * 1000)), str(priority), job,
+        str(sum(1 << sig for sig in FORWARDED)),
+        str(round((JOB_POLL if job else CGROUP_POLL) * 1000)),
+        str(0 if job else round(SETTLE * 1000)), str(priority), job,
         job and f"{job}/cgroup.kill", procs and f"{procs}/cgroup.procs",
         job and f"{job}/cgroup.events")]
     argv += [where, *(fsencode(arg) for arg in (
         audit.SYSLOG, audit.FALLBACK_DIR, audit.FALLBACK))]
     audit.drain()  # the child's records go before any of ours, as record() has them
-    _flush()
+    flush()
     try:
         posix.execve(helper, argv, env)
     except OSError as exc:
@@ -223,7 +199,7 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool, p
         posix.close(moved)  # only the parent's may remain
         # Dispositions first, so nothing the parent set runs once unblocked.
         for sig in range(1, signal.SIGRTMIN):
-            with _suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
+            with suppress(OSError, ValueError):  # SIGKILL, SIGSTOP, libc's own
                 signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         posix.umask(umask)  # the launcher set 022; the job gets what the caller had
@@ -235,7 +211,7 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool, p
         while posix.read(placed, 64):  # EOF: the parent is done moving us
             pass
         posix.close(placed)
-        with _suppress(OSError):  # a cpuset changed since: keep what the kernel left us
+        with suppress(OSError):  # a cpuset changed since: keep what the kernel left us
             posix.sched_setaffinity(0, cpus)
         exec_child()
     except ImpError as exc:
@@ -243,12 +219,15 @@ def _child(exec_child: Callable[[], NoReturn], umask: int, signal_group: bool, p
         code = exc.code
     except BaseException as exc:  # never unwind into the parent's code
         log.fatal(f"internal error: {exc!r}")
-    _flush()
+    flush()
     posix._exit(code)
 
 
-class _Proxy:
-    """The parent's state: whom to signal and what to wait for."""
+class Child:
+    """The job's process as its parent sees it: whom signals go to, what
+    SIGUSR1 kills and what the parent waits for."""
+
+    __slots__ = ("cgroup", "job", "pid", "target")
 
     def __init__(
         self, cgroup: CgroupInfo, job: JobCgroup | None, pid: int, signal_group: bool
@@ -256,172 +235,19 @@ class _Proxy:
         self.cgroup = cgroup
         self.job = job
         self.pid = pid
-        # kill(-pgid) signals the group.  Safe until reap(): the unreaped
-        # child keeps its pid, hence the group id, from being reused.
+        # kill(-pgid) signals the group.  Safe until it is reaped: the
+        # unreaped child keeps its pid, hence the group id, from being reused.
         self.target = -pid if signal_group else pid
 
-    def handle(self, sig: int) -> None:
-        if sig == signal.SIGUSR1 and self.job is not None:
-            self.job.kill()
-            # The child may not have entered the cgroup yet.
-            with _suppress(OSError):
-                _kill_pids(_children(), signal.SIGKILL)
-        elif sig == signal.SIGUSR1:
-            _kill_job(self.cgroup)
-            if self.target < 0:
-                # run: its whole process group too, even outside cgroup-kill mode.
-                with _suppress(OSError):
-                    posix.kill(self.target, signal.SIGKILL)
-        elif sig in _FORWARDED:
-            with _suppress(OSError):  # already gone: nothing to forward to
-                posix.kill(self.target, sig)
 
-    def wait_child(self) -> int:
-        """Handle signals until the child exits, left unreaped; its wait status."""
-        while True:
-            try:
-                # WNOWAIT: a zombie until reap(), so its pid stays ours.
-                info = posix.waitid(posix.P_PID, self.pid,
-                                    posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
-            except ChildProcessError as exc:
-                die(f"waitpid: {exc.strerror}")
-            if info is not None:
-                return _wait_status(info)
-            self.handle(signal.sigwaitinfo(_WAITED).si_signo)
-
-    def reap(self) -> None:
-        try:
-            posix.waitpid(self.pid, 0)
-        except ChildProcessError as exc:
-            die(f"waitpid: {exc.strerror}")
-
-    def wait_cgroup(self) -> None:
-        """In cgroup-kill mode, handle signals until only the IMP is left."""
-        if self.job is not None:
-            while self.job.busy():
-                info = signal.sigtimedwait(_HANDLED, _JOB_POLL)
-                if info is not None:
-                    self.handle(info.si_signo)
-            return
-        if not self.cgroup.kill_mode:
-            return
-        while _busy(self.cgroup):
-            info = signal.sigtimedwait(_HANDLED, _CGROUP_POLL)
-            if info is not None:
-                self.handle(info.si_signo)
-                time.sleep(_SETTLE)
-
-
-def _busy(cgroup: CgroupInfo) -> bool:
-    try:
-        return cgroup.kill(0) > 0
-    except OSError:  # as upstream: an unreadable cgroup.procs ends the wait
-        return False
-
-
-def _kill_job(cgroup: CgroupInfo) -> None:
-    """SIGUSR1: SIGKILL the cgroup but us, else (or if that fails) our children."""
-    count = -1
-    if cgroup.kill_mode:
-        with _suppress(OSError):
-            count = cgroup.kill(signal.SIGKILL)
-    if count >= 0:
-        return
-    try:
-        _kill_pids(_children(), signal.SIGKILL)
-    except OSError as exc:
-        log.warn(f"Failed to forward SIGKILL: {exc.strerror}")
-
-
-def _children() -> list[int]:
-    """The IMP's direct children (upstream pid_kill_children)."""
-    me = posix.getpid()
-    try:
-        with open(f"/proc/{me}/task/{me}/children", encoding="ascii") as f:
-            found = [int(p) for p in f.read().split()]
-    except FileNotFoundError:  # kernel without CONFIG_PROC_CHILDREN
-        return scan_children(me)
-    sane = [p for p in found if 1 < p <= 0x7FFFFFFF and p != me]
-    for pid in set(found) - set(sane):
-        log.warn(f"Ignoring suspect pid {pid} from /proc/{me}/task/{me}/children")
-    return sane
-
-
-def scan_children(parent: int) -> list[int]:
-    """Children of ``parent`` found by reading every /proc/PID/status."""
-    found = []
-    for name in posix.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as f:
-                ppid = next((line.split()[1] for line in f if line.startswith("PPid:")), "")
-        except FileNotFoundError:  # exited since listdir
-            continue
-        except OSError as exc:
-            log.warn(f"Failed to get ppid of {name}: {exc.strerror}")
-            continue
-        if ppid == str(parent):
-            found.append(int(name))
-    return found
-
-
-def _kill_pids(pids: list[int], sig: int) -> int:
-    """Signal each pid; how many were signalled; OSError if all failed."""
-    count, error = 0, None
-    for pid in pids:
-        try:
-            posix.kill(pid, sig)
-            count += 1
-        except OSError as exc:
-            error = exc
-            log.warn(f"Failed to send signal {sig} to pid {pid}")
-    if error is not None and count == 0:
-        raise error
-    return count
-
-
-def _wait_status(info: posix.waitid_result) -> int:
-    """waitid's report as the wait status waitpid would have given."""
-    if info.si_code == posix.CLD_EXITED:
-        return (info.si_status & 0xFF) << 8
-    return info.si_status | (0x80 if info.si_code == posix.CLD_DUMPED else 0)
-
-
-def _describe(status: int) -> str:
-    if posix.WIFEXITED(status):
-        return f"IMP child exited ({posix.WEXITSTATUS(status)})"
-    if posix.WIFSIGNALED(status):
-        sig = posix.WTERMSIG(status)
-        return f"IMP child {signal.strsignal(sig) or f'Unknown signal {sig}'}"
-    return f"IMP child wait returned status={status}"
-
-
-def _notify_or_warn(socket: str | None, message: str) -> None:
+def notify_or_warn(socket: str | None, message: str) -> None:
     try:
         notify(socket, message)
     except OSError as exc:
         log.warn(f"sd_notify {message} failed: {exc.strerror}")
 
 
-def _exit_like(status: int) -> NoReturn:
-    """Exit with the child's code, or die of the signal that killed it."""
-    _flush()
-    if posix.WIFEXITED(status):
-        posix._exit(posix.WEXITSTATUS(status))
-    if not posix.WIFSIGNALED(status):
-        posix._exit(1)
-    sig = posix.WTERMSIG(status)
-    with _suppress(OSError, ValueError):  # SIGKILL keeps its default anyway
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-    with _suppress(OSError):
-        signal.raise_signal(sig)
-    log.fatal(f"failed to raise signal {sig}")
-    posix._exit(128 + sig)
-
-
-def _flush() -> None:
+def flush() -> None:
     for stream in (sys.stdout, sys.stderr):
-        with _suppress(OSError, ValueError):
+        with suppress(OSError, ValueError):
             stream.flush()

@@ -66,7 +66,7 @@ static int kill_procs(int sig)
     return !f ? -1 : (fclose(f), failed && count == 0 ? -1 : count);
 }
 
-/* One signal taken from the blocked set, as proxy.py's _Proxy.handle:
+/* One signal taken from the blocked set, as linger.py's _handle:
  * true if there was one. */
 static int handle(int sig)
 {
@@ -259,7 +259,7 @@ int main(int argc, char *argv[])
     if (si.si_pid != child) /* unreaped (WNOWAIT): its pid, and group, stay ours */
         return say("Fatal", "waitpid: %s", strerror(errno)), 1;
     int exited = si.si_code == CLD_EXITED, code = si.si_status;
-    char word[32], status[128]; /* the wait status in words, as proxy.py's _describe */
+    char word[32], status[128]; /* the wait status in words, as linger.py's _describe */
     snprintf(word, sizeof(word), "exited (%d)", code & 0xff);
     snprintf(status, sizeof(status), "STATUS=IMP child %s, waiting for cgroup",
              exited ? word : strsignal(code));

@@ -67,7 +67,7 @@ def _is_arg_key(name: str) -> bool:
 
 
 class Lingering:
-    """What the privileged parent does while the job runs (proxy.py)."""
+    """What the privileged parent does while the job runs (proxy.py, linger.py)."""
 
     __slots__ = ("after", "kill", "notify_socket", "waits_for")
 
@@ -99,9 +99,9 @@ class Lingering:
     def as_dict(self) -> dict[str, object]:
         import signal  # the enum names: for printing only, never on the IMP's path
 
-        from ..proxy import _FORWARDED
+        from ..proxy import FORWARDED
 
-        return {"forwards": sorted(signal.Signals(sig).name for sig in _FORWARDED),
+        return {"forwards": sorted(signal.Signals(sig).name for sig in FORWARDED),
                 "on_SIGUSR1": self.kill, "waits_for_empty_cgroup": self.waits_for,
                 "sd_notify": self.notify_socket, "after": list(self.after)}  # fmt: skip
 
