@@ -63,6 +63,19 @@ def same_file(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+def read_file(path: str) -> bytes:
+    """The whole file, read with posix calls: open() would build a buffered
+    file object (and the first one in a process costs 40 us more)."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := posix.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
+    return b"".join(chunks)
+
+
 def join(head: str, tail: str) -> str:
     """``os.path.join`` of two parts: an absolute ``tail`` replaces ``head``."""
     if tail.startswith("/") or not head:

@@ -6,6 +6,7 @@ import os
 import posixpath
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,3 +43,17 @@ def test_fs_encoding_round_trips() -> None:
     raw = b"caf\xc3\xa9-\xff"
     assert fs.fsencode(fs.fsdecode(raw)) == raw
     assert fs.fsdecode(raw) == os.fsdecode(raw)
+
+
+def test_read_file_reads_all_of_a_file_past_one_read(tmp_path: Path) -> None:
+    data = os.urandom(200_000)  # beyond one 64 KiB read
+    (tmp_path / "f").write_bytes(data)
+    assert fs.read_file(str(tmp_path / "f")) == data
+    assert fs.read_file("/proc/self/cgroup") == Path("/proc/self/cgroup").read_bytes()
+
+
+def test_read_file_raises_what_open_and_read_raise(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        fs.read_file(str(tmp_path / "missing"))
+    with pytest.raises(IsADirectoryError):
+        fs.read_file(str(tmp_path))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posix
 
-from ..fs import basename, fsencode
+from ..fs import basename, fsdecode, fsencode, read_file
 
 _TMPFS_MAGIC = 0x01021994
 _CGROUP_SUPER_MAGIC = 0x27E0EB
@@ -47,8 +47,7 @@ def _statfs_type(path: str) -> int | None:
 def _read_mountinfo() -> dict[bytes, list[list[bytes]]]:
     """Mount point -> its /proc/self/mountinfo lines (split); {} if unreadable."""
     try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            data = f.read()
+        data = read_file("/proc/self/mountinfo")
     except OSError:
         return {}
     mounts: dict[bytes, list[list[bytes]]] = {}
@@ -102,16 +101,15 @@ def _mount() -> tuple[str, bool] | None:
 
 
 def _relpath(unified: bool) -> str | None:
-    with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            _, sep, rest = line.rstrip("\n").partition(":")
-            subsys, sep2, rel = rest.partition(":")
-            if not sep or not sep2:
-                continue
-            while rel.startswith("/.."):  # a cgroup namespace's view from outside
-                rel = rel[3:]
-            if (unified and subsys == "") or (not unified and subsys == "name=systemd"):
-                return rel
+    for line in fsdecode(read_file("/proc/self/cgroup")).split("\n"):
+        _, sep, rest = line.partition(":")
+        subsys, sep2, rel = rest.partition(":")
+        if not sep or not sep2:
+            continue
+        while rel.startswith("/.."):  # a cgroup namespace's view from outside
+            rel = rel[3:]
+        if (unified and subsys == "") or (not unified and subsys == "name=systemd"):
+            return rel
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ... import __version__
-from ...fs import is_file
+from ...fs import is_file, read_file
 
 TYPE_CHECKING = False  # annotations only (mypy reads this as true)
 if TYPE_CHECKING:
@@ -28,8 +28,7 @@ def pam_available() -> bool:
     Only looked up, not loaded: loading libpam (and ctypes' core to do it)
     would cost this command 3.5 ms, more than the rest of it."""
     try:
-        with open("/etc/ld.so.cache", "rb") as f:
-            cache = f.read()
+        cache = read_file("/etc/ld.so.cache")
     except OSError:
         cache = b""
     # The cache's string table holds each library's path, NUL-terminated
