@@ -90,6 +90,8 @@ def bytecode(source: Path) -> Path:
     ("flux_imp/imp", 0o777),  # its package directory
     ("flux_imp/imp/__pycache__", 0o775),  # root reads bytecode even with -B
     ("pyc of flux_imp/imp/main.py", 0o664),
+    ("flux_imp/imp/guard.py", 0o664),  # judged by the launcher, before any Python
+    ("pyc of flux_imp/imp/guard.py", 0o666),
     ("flux_imp/imp/loader.py", 0o664),  # loaded by path, before the rest
     ("pyc of flux_imp/imp/loader.py", 0o666),
     ("pyc of flux_imp/__init__.py", 0o664),  # the package: the loader's, from SITEDIR
@@ -108,6 +110,49 @@ def test_root_imports_nothing_others_can_change(
         target = bytecode(site / spoil.removeprefix("pyc of "))
     target.chmod(mode)
     refused(run(exe, IMPORTS, user=guest), target)
+
+
+def test_a_stale_guard_pyc_others_could_change_is_refused_too(
+    top: Path, guest: pwd.struct_passwd
+) -> None:
+    """Byte code of the guard for another interpreter (a Python upgrade
+    leaves one): the launcher judges every guard.*.pyc there is."""
+    site = compiled_site(top / "site", "nacl", CFFI_BACKEND)
+    exe = build(top / "flux-imp", sitedir=site)
+    other = bytecode(site / "flux_imp/imp/guard.py").with_name("guard.cpython-399.pyc")
+    other.write_bytes(b"")
+    other.chmod(0o666)
+    refused(run(exe, IMPORTS, user=guest), other)
+
+
+def test_a_guard_others_could_change_never_runs(top: Path, guest: pwd.struct_passwd) -> None:
+    """Judged by the launcher before Python starts: the guard would judge
+    itself too, but only once it had run."""
+    site = compiled_site(top / "site", "nacl", CFFI_BACKEND)
+    exe = build(top / "flux-imp", sitedir=site)
+    guard, marker = site / "flux_imp/imp/guard.py", top / "guard-ran"
+    guard.write_text(f"open({str(marker)!r}, 'w').close()\n" + guard.read_text())
+    guard.chmod(0o666)
+    refused(run(exe, IMPORTS, user=guest), guard)
+    assert not marker.exists()
+
+
+def test_the_guard_loads_nothing_from_a_file_before_it_guards(site: Path) -> None:
+    """guard.py runs before it replaces the path finder: whatever it
+    imported from a file then (``from __future__``, say) would not be
+    judged before it ran."""
+    probe = (
+        "import sys\n"
+        "from _frozen_importlib_external import spec_from_file_location\n"
+        "from _frozen_importlib import _load\n"
+        "before = set(sys.modules)\n"
+        f"_load(spec_from_file_location('flux_imp.imp.guard', '{site}/flux_imp/imp/guard.py'))\n"
+        "new = [sys.modules[name] for name in set(sys.modules) - before]\n"
+        "print(sorted(m.__name__ for m in new if m.__spec__.has_location))\n"
+    )
+    result = subprocess.run([PYTHON, "-I", "-S", "-B", "-c", probe], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "['flux_imp.imp.guard']"  # builtin modules at most
 
 
 def test_symlinked_dependency_is_judged_where_it_leads(

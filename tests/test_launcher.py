@@ -806,18 +806,16 @@ def test_make_install_production_build(tmp_path: Path) -> None:
     st_ = installed.stat()
     assert (st_.st_uid, st_.st_gid, stat.S_IMODE(st_.st_mode)) == (0, 0, 0o4755)
     binary = installed.read_bytes()
-    bootstrap = (  # after the import guard (tests/test_harden_launcher.py)
-        f'\nsys.path.append("{VENV_SITE}");'
+    bootstrap = (  # the import guard is a module (tests/test_harden_launcher.py)
+        "import sys\n"
+        f'sys.path.append("{VENV_SITE}");\n'
         "from _frozen_importlib_external import spec_from_file_location\n"
         "from _frozen_importlib import _load\n"
-        'spec = spec_from_file_location("flux_imp.imp.loader",\n'
-        f'                               "{VENV_SITE}/flux_imp/imp/loader.py")\n'
-        "if geteuid() == 0:\n"
-        "    judged_spec(spec)\n"
-        f'_load(spec).install(judge if geteuid() == 0 else None, "{VENV_SITE}")\n'
+        f'_load(spec_from_file_location("flux_imp.imp.guard", "{VENV_SITE}/flux_imp/imp/guard.py"))'
+        f'.start("{VENV_SITE}")\n'
         'from flux_imp.imp.main import main;main(test_build=0,sysconfdir="/etc")'
     )
-    assert bootstrap.encode() + b"\0" in binary
+    assert b"\0" + bootstrap.encode() + b"\0" in binary
     assert b"test_pattern" not in binary
     readelf = shutil.which("readelf")
     if readelf is not None:

@@ -83,8 +83,8 @@ def _fail(check: str, detail: str) -> Finding:
 
 
 class RootOnly:
-    """The launcher's rule (check_root_only() and the bootstrap's import
-    guard in packaging/launcher/flux-imp.c), once, in Python: a path and
+    """The launcher's rule (check_root_only() in packaging/launcher/flux-imp.c
+    and the import guard, flux_imp/imp/guard.py), once more: a path and
     every directory above it must be root's and writable by neither group
     nor others, sticky directories excepted; symlinks are judged where
     they lead, and an absent path by the directory that could gain it.

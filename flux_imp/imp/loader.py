@@ -1,8 +1,9 @@
 """The IMP's own importer for flux_imp's modules: byte code read directly.
 
-The launcher's bootstrap loads this module from its path in the site
-directory (``flux_imp.imp.loader``, before its packages) and installs it,
-after its import guard, before it imports the IMP; the finder then serves
+The import guard (guard.py, which the launcher's bootstrap loads first)
+loads this module from its path in the site directory
+(``flux_imp.imp.loader``, before its packages) and installs it, before the
+bootstrap imports the IMP; the finder then serves
 the ``flux_imp`` package itself from that directory too (the standard one
 would search sys.path for it, listing each directory).
 
@@ -64,9 +65,12 @@ class Loader:
         code, spec.loader_state = spec.loader_state, None
         exec(code, module.__dict__)  # noqa: S102 - our own byte code, judged
         if spec.name == __package__:
-            # Loaded before its package (by the launcher): bound to it, as an
-            # import after the package would have.
-            setattr(module, __name__.rpartition(".")[2], sys.modules[__name__])
+            # Loaded before their package (by the launcher's bootstrap): bound
+            # to it, as an import after the package would have.
+            for name in ("guard", "loader"):
+                early = sys.modules.get(f"{__package__}.{name}")
+                if early is not None:
+                    setattr(module, name, early)
 
 
 def _code(st: stat_result, pyc: str, judge: Judge | None) -> CodeType | None:

@@ -4,9 +4,10 @@
  * and starts a fixed Python interpreter, isolated, on a fixed module.  It
  * parses nothing and reads no configuration: it scrubs the process state a
  * caller could have planted, checks that only root can change the
- * interpreter, hands the caller's environment, umask and cwd to Python as
- * data on fd 3, and execs.  Python's first act, as root, is the import guard
- * (bootstrap below).  Everything is fixed at build time.
+ * interpreter and the import guard, hands the caller's environment, umask
+ * and cwd to Python as data on fd 3, and execs.  Python's first act, as
+ * root, is loading the import guard (bootstrap below).  Everything is fixed
+ * at build time.
  *
  * FLUX_IMP_PROXY, if built in, is the lingering helper (flux-imp-proxy.c)
  * the root Python parent execs once a job runs.  Judged like the
@@ -64,71 +65,18 @@
  * Makefile restricts SITEDIR, SITEARCH, SYSCONFDIR, TEST_CONFDIR and MODULE
  * to characters safe inside it.
  *
- * First, as root, the import guard: nothing root imports may be changeable
- * by anyone but root.  It stands in for the interpreter's path finder, so
- * each module file Python is about to load (source, bytecode, extension
- * module) is judged before it is read, with every directory above it, by
- * check_root_only()'s rule below: root's, not writable by group or others
- * (sticky directories excepted: each file is judged by its own owner).
- * Symlinks are judged where they lead (posixpath, and so os, is imported
- * only then: os costs every start 2 ms).  It covers the standard library and
- * every dependency, whatever they are.  The modules Python loaded before
- * any of this ran (the encodings package) are judged first: too late to
- * stop them, but nothing more runs.  A file that is absent is judged by
- * the directory that could gain it.  judge(path, st) takes the file's
- * lstat() (or the fstat() of it opened O_NOFOLLOW) from a caller that has
- * it: the loader below, one system call less a file.
- *
- * Then SITEDIR goes after the standard library, as site-packages normally
- * does, so no third-party module there can shadow a standard one; SITEARCH
- * (Fedora keeps compiled extensions in lib64) after it.  flux_imp's own
- * modules then load through flux_imp/imp/loader.py, which reads their
- * byte code directly (a few ms less a start) and, as root, has the guard's
- * judge() see each file first.  The loader itself is loaded from its path
- * in SITEDIR (judged as the guard judges what the path finder finds), and
- * serves the flux_imp package too, from SITEDIR: no sys.path search and
- * directory listing for it (0.2 ms a start).  SYSCONFDIR is
- * passed, so the Python side reads exactly the config tree this binary was
- * built for; a test build also passes its TEST_CONFDIR pattern. */
-#define GUARD                                                                  \
-    "import sys\n"                                                             \
-    "from posix import geteuid, lstat, write, _exit\n"                         \
-    "from _stat import S_ISDIR, S_ISLNK, S_ISVTX\n"                            \
-    "from _frozen_importlib_external import PathFinder\n"                      \
-    "judged = set()\n"                                                         \
-    "def judge(path, st=None):\n"                                              \
-    "    while path not in judged:\n"                                          \
-    "        judged.add(path)\n"                                               \
-    "        if st is None:\n"                                                 \
-    "            try:\n"                                                       \
-    "                st = lstat(path)\n"                                       \
-    "            except (FileNotFoundError, NotADirectoryError):\n"            \
-    "                st = False\n"                                             \
-    "        if st is False:\n"                                                \
-    "            pass\n"                                                       \
-    "        elif S_ISLNK(st.st_mode):\n"                                      \
-    "            from posixpath import realpath\n"                             \
-    "            judge(realpath(path))\n"                                      \
-    "        elif st.st_uid != 0 or (st.st_mode & 0o22\n"                      \
-    "                and not (S_ISDIR(st.st_mode) and st.st_mode & S_ISVTX)):\n" \
-    "            write(2, b'flux-imp: Fatal: ' + path.encode('utf-8', 'surrogateescape')\n" \
-    "                  + b': not owned by root, or writable by group or others\\n')\n" \
-    "            _exit(1)\n"                                                   \
-    "        path, st = path.rpartition('/')[0] or '/', None\n"                \
-    "def judged_spec(spec):\n"                                                 \
-    "    if spec is not None and spec.has_location:\n"                         \
-    "        judge(spec.origin)\n"                                             \
-    "        if spec.cached:\n"                                                \
-    "            judge(spec.cached)\n"                                         \
-    "    return spec\n"                                                        \
-    "class RootOnlyPathFinder:\n"                                              \
-    "    @staticmethod\n"                                                      \
-    "    def find_spec(name, path=None, target=None):\n"                       \
-    "        return judged_spec(PathFinder.find_spec(name, path, target))\n"   \
-    "if geteuid() == 0:\n"                                                     \
-    "    for module in list(sys.modules.values()):\n"                          \
-    "        judged_spec(getattr(module, '__spec__', None))\n"                 \
-    "    sys.meta_path[sys.meta_path.index(PathFinder)] = RootOnlyPathFinder\n"
+ * SITEDIR goes after the standard library, as site-packages normally does,
+ * so no third-party module there can shadow a standard one; SITEARCH
+ * (Fedora keeps compiled extensions in lib64) after it.  Then, first of
+ * all, as root, the import guard, flux_imp/imp/guard.py, loaded by its path
+ * in SITEDIR from modules the interpreter holds already (nothing read from
+ * a file before it): check_install() has judged that file, its byte code
+ * and every directory above them.  From then on nothing root imports may be
+ * changeable by anyone but root: the guard stands in for the interpreter's
+ * path finder and judges each file it finds by check_root_only()'s rule,
+ * and loads flux_imp's own importer (flux_imp/imp/loader.py).  SYSCONFDIR
+ * is passed, so the Python side reads exactly the config tree this binary
+ * was built for; a test build also passes its TEST_CONFDIR pattern. */
 #ifdef FLUX_IMP_SITEARCH
 #define APPEND_SITEARCH "sys.path.append(\"" FLUX_IMP_SITEARCH "\");"
 #else
@@ -139,16 +87,15 @@
 #else
 #define TEST_PATTERN_ARG ""
 #endif
+#define GUARD_PY FLUX_IMP_SITEDIR "/flux_imp/imp/guard.py"
+#define GUARD_PYCACHE FLUX_IMP_SITEDIR "/flux_imp/imp/__pycache__"
 #define BOOTSTRAP(proxy_arg)                                                   \
-    GUARD                                                                      \
-    "sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH                \
+    "import sys\n"                                                             \
+    "sys.path.append(\"" FLUX_IMP_SITEDIR "\");" APPEND_SITEARCH "\n"          \
     "from _frozen_importlib_external import spec_from_file_location\n"         \
     "from _frozen_importlib import _load\n"                                    \
-    "spec = spec_from_file_location(\"flux_imp.imp.loader\",\n"                \
-    "                               \"" FLUX_IMP_SITEDIR "/flux_imp/imp/loader.py\")\n" \
-    "if geteuid() == 0:\n"                                                     \
-    "    judged_spec(spec)\n"                                                  \
-    "_load(spec).install(judge if geteuid() == 0 else None, \"" FLUX_IMP_SITEDIR "\")\n" \
+    "_load(spec_from_file_location(\"flux_imp.imp.guard\", \"" GUARD_PY "\"))" \
+    ".start(\"" FLUX_IMP_SITEDIR "\")\n"                                       \
     "from " FLUX_IMP_MODULE " import main;"                                    \
     "main(test_build=" STR(FLUX_IMP_TEST_BUILD) ",sysconfdir=\"" FLUX_IMP_SYSCONFDIR "\"" \
     TEST_PATTERN_ARG proxy_arg ")"
@@ -310,11 +257,50 @@ static void check_elf(const char *path)
     }
 }
 
-/* Check both each path as built (its directories hold any symlink) and its
- * real path (the directories holding what is actually run).  SITEDIR is
- * on sys.path, so nobody but root may add modules to it either.  What is
- * imported from there (and from the standard library) is the import
- * guard's to judge, file by file.  Returns the bootstrap to run. */
+/* check_root_only() of a path as built (its directories hold any symlink)
+ * and of its real path (the directories holding what is actually run). */
+static void check_both(const char *path)
+{
+    char real[PATH_MAX];
+    check_root_only(path);
+    if (!realpath(path, real))
+        die(path);
+    check_root_only(real);
+}
+
+/* The guard runs before anything in Python can judge it: its source, and
+ * its byte code for whatever interpreter (every guard.*.pyc: Python reads
+ * one of them if it is current, else the source), with the directory that
+ * holds them or could gain them. */
+static void check_guard(void)
+{
+    check_both(GUARD_PY);
+    DIR *d = opendir(GUARD_PYCACHE);
+    if (!d) {
+        if (errno == ENOENT)
+            return; /* only root could make it: GUARD_PY's directory is judged */
+        die(GUARD_PYCACHE);
+    }
+    check_both(GUARD_PYCACHE);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX];
+        if (strncmp(e->d_name, "guard.", 6) != 0)
+            continue;
+        int n = snprintf(path, sizeof(path), "%s/%s", GUARD_PYCACHE, e->d_name);
+        if (n < 0 || (size_t)n >= sizeof(path)) {
+            errno = ENAMETOOLONG;
+            die(GUARD_PYCACHE);
+        }
+        check_both(path);
+    }
+    closedir(d);
+}
+
+/* PYTHON, SITEDIR (on sys.path, so nobody but root may add modules to it
+ * either) and the guard.  What is imported from there (and from the
+ * standard library) is the import guard's to judge, file by file.  Returns
+ * the bootstrap to run. */
 static const char *check_install(void)
 {
     static const char *const paths[] = {FLUX_IMP_PYTHON, FLUX_IMP_SITEDIR,
@@ -322,14 +308,10 @@ static const char *check_install(void)
                                         FLUX_IMP_SITEARCH
 #endif
     };
-    char real[PATH_MAX];
-    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-        check_root_only(paths[i]);
-        if (!realpath(paths[i], real))
-            die(paths[i]);
-        check_root_only(real);
-    }
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        check_both(paths[i]);
     check_elf(FLUX_IMP_PYTHON);
+    check_guard();
 #ifdef FLUX_IMP_PROXY
     /* The helper the root Python parent execs: judged the same way, if it
      * is there; absent, nothing runs it and Python lingers itself. */
@@ -340,10 +322,7 @@ static const char *check_install(void)
     }
     if (stat(FLUX_IMP_PROXY, &st) < 0 && errno == ENOENT)
         return bootstrap;
-    check_root_only(FLUX_IMP_PROXY);
-    if (!realpath(FLUX_IMP_PROXY, real))
-        die(FLUX_IMP_PROXY);
-    check_root_only(real);
+    check_both(FLUX_IMP_PROXY);
     check_elf(FLUX_IMP_PROXY);
     /* Set-ID, anyone could run it as root on pids and paths of their choosing. */
     if (st.st_mode & (S_ISUID | S_ISGID)) {
