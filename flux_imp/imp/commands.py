@@ -8,6 +8,7 @@ only its own half.
 
 from __future__ import annotations
 
+import posix
 import sys
 
 # Annotations only: typing and collections cost start-up time.
@@ -40,6 +41,14 @@ _PARENT_IMPORTS = {
     "exec": ("flux_imp.imp.proxy", "flux_imp.cfunc"),
     "run": ("flux_imp.imp.proxy",),
 }
+
+
+# Commands whose privileged half looks up supplementary groups after the
+# child's message (exec: the target's, getgrouplist; run: root's,
+# initgroups).  A process's first such lookup loads the group database's
+# NSS modules (0.2 ms here, libnss_systemd); prepare_parent() has root's
+# own looked up first, while the child works.
+_PARENT_GROUPS = frozenset({"exec", "run"})
 
 
 def _import(name: str) -> ModuleType:
@@ -101,12 +110,19 @@ def prepare(imp: Imp, name: str) -> None:
 
 def prepare_parent(name: str) -> None:
     """In the privileged parent, while the child works (before its message
-    arrives): import what the privileged half of command ``name`` will, in
-    parallel with the child instead of after it.  Nothing for a command
-    without a privileged half: the parent never runs such code."""
+    arrives): import what the privileged half of command ``name`` will, and
+    load the NSS group modules it will use, in parallel with the child
+    instead of after it.  Nothing for a command without a privileged half:
+    the parent never runs such code."""
     entry = _COMMANDS.get(name)
     if entry is None or not entry[1]:
         return
     _import(f"{__package__}.privileged.{entry[0]}")
     for extra in _PARENT_IMPORTS.get(name, ()):
         _import(extra)
+    if name in _PARENT_GROUPS:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            posix.getgrouplist("root", 0)  # root's own data: nothing of the caller's
+        except OSError:
+            pass  # the half's own lookup will meet it again
+
