@@ -518,6 +518,38 @@ def test_shell_without_interpreter_line_runs_via_sh(setup: Setup) -> None:
     assert (result.returncode, result.stdout) == (0, b"plain 42\n")
 
 
+def _execvp_in_child(file: str, argv: list[str], environ: list[bytes]) -> tuple[int, bytes]:
+    """helper.execvp() in a forked child: its exit status and stdout."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(write_end, 1)
+        err = helper.execvp(file, argv, environ)
+        os.write(2, f"{err.strerror}\n".encode())
+        os._exit(helper.exec_failure_code(err))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        out = f.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), out
+
+
+@pytest.mark.parametrize("environ", [
+    [b"B=2", b"A=1", b"C=x=y", b"D="],  # execve's mapping passes the same strings
+    [b"A=1", b"A=2", b"NOEQUALS", b"=empty-name"],  # it cannot: glibc's execvp does
+])  # fmt: skip
+def test_execvp_passes_the_environment_verbatim_in_order(environ: list[bytes]) -> None:
+    code, out = _execvp_in_child("/usr/bin/env", ["env", "-0"], environ)
+    assert (code, out) == (0, b"".join(entry + b"\0" for entry in environ))
+
+
+def test_execvp_of_a_path_keeps_glibcs_errors_and_sh_fallback(tmp_path: Path) -> None:
+    assert _execvp_in_child(str(tmp_path / "missing"), ["x"], [b"A=1"])[0] == 127
+    plain = tmp_path / "plain"
+    plain.write_text('printf "%s" "plain $A"\n')
+    plain.chmod(0o755)
+    assert _execvp_in_child(str(plain), ["plain"], [b"A=1"]) == (0, b"plain 1")
+
+
 def job_environment(setup: Setup, pattern: str, sudo: bool) -> dict[str, str]:
     env = {**LOADER_ENV, "TZ": "UTC", "FLUXIMP_UTF8": UTF8_VALUE}
     token = sign_as(setup.guest, pattern)
