@@ -112,8 +112,10 @@ class Probe:
             "exec", {"allowed-users": [self.owner.pw_name], "allowed-shells": [SHELL]})
         return ExecSetup(self.binary, self.config(directory, text), self.owner, self.guest)
 
-    def run(self, args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return impenv.run(self.binary, args, as_user=users.become(self.owner), stdin=stdin)
+    def run(self, args: list[str], stdin: bytes = b"",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return impenv.run(self.binary, args, as_user=users.become(self.owner), stdin=stdin,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +240,14 @@ def run_exec_pam(probe: Probe, directory: Path) -> None:
 
 def run_run(probe: Probe, directory: Path) -> None:
     script = directory / "command.sh"
-    script.write_text("#!/bin/sh\necho ran\n")
+    script.write_text('#!/bin/sh\necho "ran $FLUXIMP_PROBE"\n')
     script.chmod(0o755)
-    table = {"allowed-users": [probe.owner.pw_name], "path": str(script)}
+    # A bracket in a pattern: the privileged half re-matches the forwarded
+    # names with it (conf/cbracket.py).
+    table = {"allowed-users": [probe.owner.pw_name], "path": str(script),
+             "allowed-environment": ["FLUXIMP_[P]ROBE"]}
     probe.config(directory, impenv.toml_table("run.test", table))
-    ok(probe.run(["run", "test"]), b"ran\n")
+    ok(probe.run(["run", "test"], env={"FLUXIMP_PROBE": "1"}), b"ran 1\n")
 
 
 def run_casign(probe: Probe, directory: Path) -> None:
