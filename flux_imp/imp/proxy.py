@@ -131,7 +131,7 @@ def spawn_and_proxy(
     linger(child, socket, finish)
 
 
-def _hand_over(helper: str, proxy: Child, socket: str | None,
+def _hand_over(helper: str, child: Child, socket: str | None,
                records: tuple[int, str, str]) -> None:
     """Exec ``helper`` to linger in our place, every signal still blocked.
 
@@ -160,8 +160,8 @@ def _hand_over(helper: str, proxy: Child, socket: str | None,
     from . import audit
 
     priority, removed, kept = records
-    job = "" if proxy.job is None else proxy.job.path
-    procs = job or (proxy.cgroup.path if proxy.cgroup.kill_mode else "")
+    job = "" if child.job is None else child.job.path
+    procs = job or (child.cgroup.path if child.cgroup.kill_mode else "")
     try:
         address = sdnotify.checked(socket)
         where = b"-" if address is None else address
@@ -172,8 +172,8 @@ def _hand_over(helper: str, proxy: Child, socket: str | None,
     if max(map(len, env.values()), default=0) > _MAX_ARG or not job.isprintable():
         return  # execve would refuse it (E2BIG), or the helper would print it unscrubbed
     argv = [fsencode(arg) for arg in (
-        helper, str(proxy.pid), str(proxy.target),
-        str(proxy.target if proxy.target < 0 and not job else 0),
+        helper, str(child.pid), str(child.target),
+        str(child.target if child.target < 0 and not job else 0),
         str(sum(1 << sig for sig in FORWARDED)),
         str(round((JOB_POLL if job else CGROUP_POLL) * 1000)),
         str(0 if job else round(SETTLE * 1000)), str(priority), job,
