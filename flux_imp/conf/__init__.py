@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import posix
 
+from ..fs import read_all
 from . import cglob
 from .errors import ConfigError
 from .tomltk import parse
@@ -108,16 +109,14 @@ def load_file(path: str, *, paranoid: bool) -> dict[str, object]:
         fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(path, -1, posix.strerror(exc.errno or 0)) from None
-    chunks = []
     try:
         # Like fopen()+fread(): opening a directory works, reading it fails.
-        while chunk := posix.read(fd, 65536):
-            chunks.append(chunk)
+        data = read_all(fd)
     except OSError as exc:
         raise ConfigError(path, -1, f"read error: {posix.strerror(exc.errno or 0)}") from None
     finally:
         posix.close(fd)
-    return parse(b"".join(chunks), path)
+    return parse(data, path)
 
 
 # ------------------------------------------------------------ accessors
