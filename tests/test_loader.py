@@ -23,12 +23,17 @@ import flux_imp
 PACKAGE = Path(flux_imp.__file__).resolve().parent
 
 # Imports every module of the copy at sys.argv[1] (the loader first, as the
-# launcher loads it, if sys.argv[2] == "loader"), then prints what each
-# module looks like.
+# launcher loads it, if sys.argv[2] == "loader"; "loader-first": also with
+# the copy's directory first on sys.path), then prints what each module
+# looks like.
 PROBE = r"""
 import json, sys
 site, mode = sys.argv[1], sys.argv[2]
-sys.path.append(site)
+if mode == "loader-first":  # an entry before the standard library's, that exists
+    sys.path.insert(0, site)
+    mode = "loader"
+else:
+    sys.path.append(site)
 seen = []
 if mode == "loader":
     from _frozen_importlib_external import spec_from_file_location
@@ -89,6 +94,34 @@ def test_modules_load_as_the_standard_finder_loads_them(site: Path) -> None:
         assert standard[name]["loader"] == "SourceFileLoader"
         for key in ("file", "cached", "path", "names"):
             assert ours[name][key] == standard[name][key], (name, key)
+
+
+def test_future_is_loaded_as_the_standard_finder_loads_it(site: Path) -> None:
+    """``__future__``, which every module of ours imports, comes from the
+    standard library's byte code through the loader, judged, where the
+    interpreter says where that is (3.11 on); the loader itself imports
+    nothing from a file (no ``from __future__``), so it is the first."""
+    names = ["__future__", "flux_imp.imp.main"]
+    standard = _probe(site, "standard", names)["modules"]["__future__"]
+    found = _probe(site, "loader", names)
+    ours = found["modules"]["__future__"]
+    for key in ("file", "cached", "names"):
+        assert ours[key] == standard[key], key
+    if getattr(sys, "_stdlib_dir", None) is None:
+        assert ours["loader"] == "SourceFileLoader"
+        return
+    assert ours["loader"] == "Loader"
+    judged = dict(found["judged"])
+    for path in (ours["file"], ours["cached"]):
+        assert judged[path] == os.stat(path).st_ino, path
+
+
+def test_future_is_left_to_the_standard_finder_behind_another_path_entry(site: Path) -> None:
+    """A sys.path entry before the standard library's that exists could hold
+    a ``__future__`` of its own: the path finder decides, as always."""
+    found = _probe(site, "loader-first", ["__future__", "flux_imp.imp.main"])
+    assert found["modules"]["__future__"]["loader"] == "SourceFileLoader"
+    assert found["modules"]["flux_imp.imp.main"]["loader"] == "Loader"
 
 
 def test_each_file_is_judged_before_it_is_read(site: Path) -> None:
