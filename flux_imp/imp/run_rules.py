@@ -30,6 +30,7 @@ import pwd
 
 from .. import conf as cf
 from ..conf.pathcheck import PathError, path_is_secure
+from ..fs import read_file
 from ..sign.kv import KV
 from . import audit
 from .environ import unsafe_for_root
@@ -271,8 +272,10 @@ def pid1_limits() -> Limits:
 
     limits = []
     try:
-        with open("/proc/1/limits", encoding="ascii") as f:
-            rows = f.read().splitlines()[1:]  # a heading, then one row a limit, in order
+        # A heading, then one row a limit, in order.  Not open(): its text
+        # layer would load the ascii codec's module (with the file object,
+        # 0.7 ms here); bytes.decode("ascii") needs none.
+        rows = read_file("/proc/1/limits").decode("ascii").splitlines()[1:]
         for row in rows[:_RLIM_NLIMITS]:
             # A 25-column name, then soft, hard and (maybe) units.
             soft, hard = row[25:].split()[:2]
