@@ -298,7 +298,7 @@ def _pid1_nice() -> int:
 def run(imp: Imp, plan: RunPlan) -> NoReturn:
     """Start the command as ``plan`` says and linger as its parent."""
     # Only here: a setuid IMP's child never runs a command.
-    from . import creds, helper
+    from . import creds
     from .proxy import spawn_and_proxy
 
     try:
@@ -313,6 +313,8 @@ def run(imp: Imp, plan: RunPlan) -> NoReturn:
         try:
             posix.execve(plan.path, plan.argv, plan.env)
         except OSError as exc:
-            die(f"{plan.path}: {exc.strerror}", helper.exec_failure_code(exc))
+            from .helper import exec_failure_code  # only then: 0.25 ms of every run
+
+            die(f"{plan.path}: {exc.strerror}", exec_failure_code(exc))
 
     spawn_and_proxy(imp, exec_command, signal_group=plan.own_group)
