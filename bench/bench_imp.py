@@ -399,26 +399,33 @@ def report_concurrency(jobs: int, wall: float, failures: list[str]) -> None:
         print(f"  {failure}")
 
 
+@contextmanager
+def bench_workdir(prefix: str) -> Iterator[Path]:
+    """As root only: a new directory the temporary users can reach (their
+    homes and the configs are made in it), removed afterwards."""
+    if os.getuid() != 0:
+        sys.exit("run as root: it installs setuid launchers and creates users")
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        os.chmod(workdir, 0o755)  # noqa: S103 - the users' homes and config live here
+        yield workdir
+    finally:
+        shutil.rmtree(workdir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", "-n", type=int, default=30, help="timed runs per command")
     parser.add_argument("--jobs", "-j", type=int, default=64, help="concurrent jobs")
     args = parser.parse_args()
-    if os.getuid() != 0:
-        sys.exit("run as root: it installs a setuid launcher and creates users")
     if args.runs < 2:
         sys.exit("--runs must be at least 2")
     if args.jobs < 1:
         sys.exit("--jobs must be at least 1")
-    workdir = Path(tempfile.mkdtemp(prefix="fluximp-bench-"))
-    try:
-        os.chmod(workdir, 0o755)  # noqa: S103 - the users' homes and config live here
-        with environment(workdir) as bench:
-            times = measure_starts(bench, args.runs)
-            memory = measure_memory(bench)
-            wall, failures = measure_concurrency(bench, args.jobs)
-    finally:
-        shutil.rmtree(workdir)
+    with bench_workdir("fluximp-bench-") as workdir, environment(workdir) as bench:
+        times = measure_starts(bench, args.runs)
+        memory = measure_memory(bench)
+        wall, failures = measure_concurrency(bench, args.jobs)
     print(f"floor: {FLOOR} with {os.path.realpath(sys.executable)}, the launcher's interpreter")
     report_starts(times, args.runs)
     report_memory(*memory)

@@ -184,14 +184,16 @@ class ImpInstall:
     proxy: Path | None = None  # lingering/flux-imp, root 0755: what the setuid builds linger as
 
 
-def _make_site(site: Path) -> None:
+def _make_site(site: Path, top: Path = TOP) -> None:
+    """``site``: the venv's packages linked, ``top``'s flux_imp copied and
+    byte-compiled."""
     venv_site = Path(sysconfig.get_paths()["purelib"])
     site.mkdir()
     for entry in venv_site.iterdir():
         if entry.name.startswith(("flux_imp", "flux-imp", "__editable__")):
             continue
         os.symlink(entry, site / entry.name)
-    shutil.copytree(TOP / "flux_imp", site / "flux_imp",
+    shutil.copytree(top / "flux_imp", site / "flux_imp",
                     ignore=shutil.ignore_patterns("__pycache__"))
     # Byte-compile, as a package install does: the launcher runs Python with
     # -B, which only stops it writing bytecode, so without this every start
@@ -202,22 +204,37 @@ def _make_site(site: Path) -> None:
 
 
 def build_launcher(site: Path, out: Path, test_build: int, sysconfdir: str = "/etc",
-                   module: str = "flux_imp.imp.main") -> Path:
-    """A launcher at ``out`` and the lingering helper it names, beside it in
-    ``lingering/`` under the name the process keeps, ``flux-imp`` (root
-    0755, as a package installs it); the helper's path."""
+                   module: str = "flux_imp.imp.main", top: Path = TOP) -> Path:
+    """A launcher at ``out`` (from ``top``'s sources) and the lingering
+    helper it names, beside it in ``lingering/`` under the name the process
+    keeps, ``flux-imp`` (root 0755, as a package installs it); the helper's
+    path."""
     python = os.path.realpath(sys.executable)
     proxy = out.parent / "lingering" / "flux-imp"
     proxy.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     subprocess.run(
-        ["make", "-s", "-C", str(MAKEFILE_DIR), f"PYTHON={python}", f"SITEDIR={site}",
-         f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}", f"MODULE={module}",
-         f"OUT={out}", f"PROXY={proxy}", f"PROXY_OUT={proxy}"],
+        ["make", "-s", "-C", str(top / MAKEFILE_DIR.relative_to(TOP)), f"PYTHON={python}",
+         f"SITEDIR={site}", f"TEST_BUILD={test_build}", f"SYSCONFDIR={sysconfdir}",
+         f"MODULE={module}", f"OUT={out}", f"PROXY={proxy}", f"PROXY_OUT={proxy}"],
         check=True,
     )
     os.chown(proxy, 0, 0)
     os.chmod(proxy, 0o755)  # never setuid: the root parent execs it
     return proxy
+
+
+def build_test_launcher(directory: Path, top: Path) -> Path:
+    """The flux_imp and launcher sources of the tree ``top`` built under
+    ``directory`` (in a gated_dir()): a site and a setuid test build, whose
+    path this returns (bench/ab_imp.py's builds)."""
+    directory.mkdir(mode=0o755)
+    site = directory / "site"
+    _make_site(site, top)
+    bindir = directory / "libexec"
+    bindir.mkdir()
+    out = bindir / "flux-imp-test"
+    build_launcher(site, out, 1, top=top)
+    return make_setuid(out)
 
 
 def build_installed(inst: ImpInstall, out: Path, sysconfdir: str) -> Path:
