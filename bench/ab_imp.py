@@ -98,7 +98,12 @@ def round_ms(bench: Bench, builds: list[Path], command: str, order: tuple[int, i
             stdin[b] = str(workdir / f"J-{b}")
             Path(stdin[b]).write_text(json.dumps({"J": token}))
             os.chmod(stdin[b], 0o644)
-    args = {"run": ["run", RUN_NAME]}.get(command, ["exec", TRUE, "1"] if mechanism else [command])
+    if command == "run":
+        args = ["run", RUN_NAME]
+    elif mechanism:
+        args = ["exec", TRUE, "1"]
+    else:
+        args = [command]
     env = {"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": setup.pattern}
 
     def timed() -> bytes:
