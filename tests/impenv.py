@@ -31,6 +31,9 @@ from typing import Any
 
 TOP = Path(__file__).resolve().parents[1]
 MAKEFILE_DIR = TOP / "packaging" / "launcher"
+# What an IMP command imports from the venv (curve: nacl._sodium and the cffi
+# backend it loads; python-prctl): copied into a test site, not linked.
+_COPIED = ("nacl", "_cffi_backend", "prctl", "_prctl")
 # Gates go in /var/tmp, which a job's private /tmp does not hide.
 _GATE_BASE = Path("/var/tmp")
 _GATE_PREFIX = "fluximp-setuid-"
@@ -192,7 +195,13 @@ def _make_site(site: Path, top: Path = TOP) -> None:
     for entry in venv_site.iterdir():
         if entry.name.startswith(("flux_imp", "flux-imp", "__editable__")):
             continue
-        os.symlink(entry, site / entry.name)
+        if entry.name.startswith(_COPIED):
+            # A package install's files are no symlinks: the import guard
+            # would follow one through posixpath, and so import os (2 ms).
+            copy = shutil.copytree if entry.is_dir() else shutil.copy2
+            copy(entry, site / entry.name)
+        else:
+            os.symlink(entry, site / entry.name)
     shutil.copytree(top / "flux_imp", site / "flux_imp",
                     ignore=shutil.ignore_patterns("__pycache__"))
     # Byte-compile, as a package install does: the launcher runs Python with
