@@ -46,8 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flux_imp.conf
 import flux_imp.sign
 from flux_imp.sign import DISABLE_PATH_PARANOIA, Context, wrap
-from flux_imp.sign.ca import CA
-from flux_imp.sign.cert import Cert
 from tests import impenv, munged, users
 from tests.jobs import (
     SHELL,
@@ -61,7 +59,7 @@ from tests.jobs import (
     running,
     start_exec,
 )
-from tests.signconf import ca_table, sign_table
+from tests.signconf import ca_mode, sign_table
 
 # The whole signing library (and the config code it uses), loaded now: it
 # imports its parts on first use, in the forked children that become the
@@ -116,40 +114,10 @@ class Bench:
 # -- set-up ----------------------------------------------------------------------
 
 
-def chown(path: Path, user: pwd.struct_passwd) -> None:
-    os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
-
-
 def write_file(path: Path, text: str, mode: int) -> Path:
     path.write_text(text)
     os.chmod(path, mode)
     return path
-
-
-def curve_ca(where: Path, guest: pwd.struct_passwd) -> str:
-    """A CA under ``where`` (as tests/test_admin_dryrun.py's ca_mode) and the
-    guest's cert, signed by it for the guest's uid, at ``where``/guest/sig:
-    the [sign.curve] (require-ca) and [ca] tables."""
-    where.mkdir(mode=0o755)
-    table = ca_table(where, **{"max-cert-ttl": 24 * 3600})  # the default 60 s: too short
-    authority = CA(table)
-    authority.keygen()
-    old = os.umask(0o022)
-    try:
-        authority.store()  # ca (0600) and ca.pub (0644)
-    finally:
-        os.umask(old)
-    Path(table["revoke-dir"]).mkdir(mode=0o755)
-    guest_dir = where / "guest"
-    guest_dir.mkdir(mode=0o755)
-    chown(guest_dir, guest)
-    cert = Cert.create()
-    authority.sign(cert, 0, guest.pw_uid)
-    cert.store(str(guest_dir / "sig"))
-    for name in ("sig", "sig.pub"):
-        chown(guest_dir / name, guest)
-    return (f'[sign.curve]\nrequire-ca = true\ncert-path = "{guest_dir}/sig"\n'
-            + impenv.toml_table("ca", table))  # fmt: skip
 
 
 def config_text(mechanism: str, signing: str, owner: pwd.struct_passwd, shells: list[str],
@@ -180,10 +148,12 @@ def environment(workdir: Path) -> Iterator[Bench]:
         bindir.mkdir(mode=0o755)
         job_shell = write_file(bindir / "job-shell", JOB_SHELL, 0o755)
         run_script = write_file(bindir / "bench-run", RUN_SCRIPT, 0o755)
+        (workdir / "ca").mkdir(mode=0o755)
         signing = {
             "none": "",
             "munge": f'[sign.munge]\nsocket-path = "{socket}"\n',
-            "curve": curve_ca(workdir / "ca", guest),
+            # max-cert-ttl: the default, 60 s, is too short for a bench
+            "curve": ca_mode(workdir / "ca", guest, **{"max-cert-ttl": 24 * 3600}),
         }
         shells = [TRUE, SHELL, str(job_shell)]
         patterns = {}

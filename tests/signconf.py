@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 
 from flux_imp.sign import DISABLE_PATH_PARANOIA, Context
+from flux_imp.sign.ca import CA
+from flux_imp.sign.cert import Cert
 
 from . import impenv
 
@@ -45,6 +49,36 @@ def ca_table(root: Path, **changes: Any) -> dict[str, Any]:
         **changes,
     }  # fmt: skip
     return {key: value for key, value in table.items() if value is not None}
+
+
+def ca_mode(where: Path, user: pwd.struct_passwd, revoked: bool = False,
+            **changes: Any) -> str:
+    """A CA under ``where`` (``ca_table(where, **changes)``) and ``user``'s
+    cert, signed by it for ``user``'s uid, at ``where``/guest/sig
+    (``user``'s): the [sign.curve] (require-ca, cert-path) and [ca] tables
+    of that set-up.  ``revoked``: the cert is revoked in a 0700 revoke-dir
+    (only root sees it; else empty and 0755)."""
+    table = ca_table(where, **changes)
+    authority = CA(table)
+    authority.keygen()
+    old = os.umask(0o022)
+    try:
+        authority.store()  # ca (0600) and ca.pub (0644)
+    finally:
+        os.umask(old)
+    revoke_dir = Path(table["revoke-dir"])
+    revoke_dir.mkdir(mode=0o700 if revoked else 0o755)
+    user_dir = where / "guest"
+    user_dir.mkdir(mode=0o755)
+    cert = Cert.create()
+    authority.sign(cert, 0, user.pw_uid)
+    cert.store(str(user_dir / "sig"))
+    for path in (user_dir, user_dir / "sig", user_dir / "sig.pub"):
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    if revoked:
+        (revoke_dir / str(cert.meta.get_str("uuid"))).touch()
+    return (f'[sign.curve]\nrequire-ca = true\ncert-path = "{user_dir}/sig"\n'
+            + impenv.toml_table("ca", table))
 
 
 class Clock:

@@ -24,12 +24,11 @@ from typing import Any
 
 import pytest
 
-from flux_imp.sign.ca import CA
 from flux_imp.sign.cert import Cert
 
 from . import impenv, users
 from .jobs import in_cgroup, sign_as
-from .signconf import ca_table, sign_table
+from .signconf import ca_mode, sign_table
 
 TOP = Path(__file__).resolve().parents[1]
 # Not LANG=C: Python would add LC_CTYPE=C.UTF-8 to its own environment (PEP 538).
@@ -350,31 +349,6 @@ def home_cert(curve_site: Site) -> Iterator[Path]:
         yield curve
 
 
-def ca_mode(site: Site, where: Path, revoked: bool = False) -> str:
-    """A CA under ``where`` and the guest's cert, signed by it for the guest's
-    uid, at ``where``/guest/sig (the guest's): the [sign.curve] (require-ca,
-    cert-path) and [ca] tables of that set-up.  ``revoked``: the cert is
-    revoked in a 0700 revoke-dir (only root sees it; else empty and 0755)."""
-    table = ca_table(where)
-    authority = CA(table)
-    authority.keygen()
-    authority.store()
-    revoke_dir = Path(table["revoke-dir"])
-    revoke_dir.mkdir(mode=0o700 if revoked else 0o755)
-    guest_dir = where / "guest"
-    guest_dir.mkdir(mode=0o755)
-    chown(guest_dir, site.guest)
-    cert = Cert.create()
-    authority.sign(cert, 0, site.guest.pw_uid)
-    cert.store(str(guest_dir / "sig"))
-    for name in ("sig", "sig.pub"):
-        chown(guest_dir / name, site.guest)
-    if revoked:
-        (revoke_dir / str(cert.meta.get_str("uuid"))).touch()
-    return (f'[sign.curve]\nrequire-ca = true\ncert-path = "{guest_dir}/sig"\n'
-            + impenv.toml_table("ca", table))
-
-
 @pytest.mark.parametrize("mode", ["home", "ca"])
 def test_exec_curve_allowed_plan_is_what_the_job_got(curve_site: Site, mode: str,
                                                      world_tmp: Path) -> None:
@@ -384,7 +358,7 @@ def test_exec_curve_allowed_plan_is_what_the_job_got(curve_site: Site, mode: str
             stack.enter_context(guest_home_cert(site))
             curve = HOME_MODE
         else:  # no home cert: only the CA's word
-            curve = ca_mode(site, world_tmp)
+            curve = ca_mode(world_tmp, site.guest)
         site.configure(site.exec_table(), ("curve",), curve)
         token = sign_as(site.guest, site.sign)
         got, report = agree(site, "exec", ["/bin/sh", "-c", REPORT], request(token))
@@ -400,7 +374,7 @@ def test_exec_curve_ca_revoked_refused_by_the_privileged_half(curve_site: Site,
     # As test_harden_sign's: the owner cannot search the revoke-dir (its half
     # lets J through), root can: both ways refused by judge().
     site = curve_site
-    site.configure(site.exec_table(), ("curve",), ca_mode(site, world_tmp, revoked=True))
+    site.configure(site.exec_table(), ("curve",), ca_mode(world_tmp, site.guest, revoked=True))
     got, report = agree(site, "exec", ["/bin/sh", "-c", "true"],
                         request(sign_as(site.guest, site.sign)))
     assert got.returncode != 0, got

@@ -16,7 +16,7 @@ from flux_imp import cfunc as C
 from flux_imp.imp import cgroup, creds
 
 from . import impenv, jobs, users
-from .signconf import sign_table
+from .signconf import ca_mode, sign_table
 
 LIBC = C.Library(None)
 OPT_SOCKET = 8  # munge.h MUNGE_OPT_SOCKET
@@ -209,18 +209,24 @@ def missing(imported: list[str]) -> list[str]:
     runs these tests and the IMP)."""
     return [name for name in imported if importlib.util.find_spec(name) is None]
 
-@pytest.mark.parametrize("mech", ["munge", "none"])
+@pytest.mark.parametrize("mech", ["munge", "none", "curve"])
 def test_exec_imports_no_ctypes(
     imp: impenv.ImpInstall, owner: pwd.struct_passwd, guest: pwd.struct_passwd,
     munged: str, world_tmp: Path, mech: str,
 ) -> None:  # fmt: skip
     shells = ("/bin/true",)
+    exec_table = impenv.toml_table(
+        "exec", {"allowed-users": [owner.pw_name], "allowed-shells": list(shells)})
     if mech == "munge":
         pattern = jobs.write_exec_config(world_tmp, munged, owner, shells=shells)
         signer = guest
+    elif mech == "curve":  # CA mode, as bench/ times it
+        (world_tmp / "ca").mkdir(mode=0o755)
+        pattern = impenv.write_config(world_tmp / "conf", sign_table("curve") + exec_table
+                                      + ca_mode(world_tmp / "ca", guest))  # fmt: skip
+        signer = guest
     else:  # a none J verifies only for the real uid that signed it: the owner's
-        pattern = impenv.write_config(world_tmp, sign_table("none") + impenv.toml_table(
-            "exec", {"allowed-users": [owner.pw_name], "allowed-shells": list(shells)}))
+        pattern = impenv.write_config(world_tmp, sign_table("none") + exec_table)
         signer = owner
     setup = jobs.ExecSetup(impenv.importtime_build(imp.prefix / "libexec", imp.site),
                            pattern, owner, guest)
