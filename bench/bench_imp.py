@@ -206,9 +206,7 @@ def elapsed_ms(launch: Launch) -> float:
 
 
 def measure_starts(bench: Bench, runs: int) -> dict[str, list[float]]:
-    """ms per command, the floor first; every round runs each command once,
-    in an order rotated by one each round, after WARMUP uncounted rounds.
-    The round's J are signed before it (not timed)."""
+    """ms per command, the floor first, in timed_rounds()."""
     python = os.path.realpath(sys.executable)  # the launcher's interpreter (impenv)
     munge = bench.setup("munge")
     imp = str(bench.imp)
@@ -218,17 +216,29 @@ def measure_starts(bench: Bench, runs: int) -> dict[str, list[float]]:
         "flux-imp whoami": functools.partial(as_owner, munge, [imp, "whoami"]),
         f"flux-imp run {RUN_NAME}": functools.partial(as_owner, munge, [imp, "run", RUN_NAME]),
     }
-    names = [*simple, *(f"flux-imp exec ({m})" for m in MECHANISMS)]
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(WARMUP + runs):
-        launches = dict(simple)
+
+    def launches() -> dict[str, Launch]:
+        found = dict(simple)
         for mechanism in MECHANISMS:
             setup = bench.setup(mechanism)
             token = sign_tokens(bench.signer(mechanism), setup.pattern, 1)[0]
-            launches[f"flux-imp exec ({mechanism})"] = functools.partial(exec_true, setup, token)
+            found[f"flux-imp exec ({mechanism})"] = functools.partial(exec_true, setup, token)
+        return found
+
+    return timed_rounds([*simple, *(f"flux-imp exec ({m})" for m in MECHANISMS)], runs, launches)
+
+
+def timed_rounds(names: list[str], runs: int,
+                 launches: Callable[[], dict[str, Launch]]) -> dict[str, list[float]]:
+    """ms per name: every round runs each once, in an order rotated by one
+    each round, after WARMUP uncounted rounds; ``launches()`` gives a
+    round's launches before it (J signed then, not timed)."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(WARMUP + runs):
+        found = launches()
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
-            took = elapsed_ms(launches[name])
+            took = elapsed_ms(found[name])
             if i >= WARMUP:
                 times[name].append(took)
     return times
@@ -331,12 +341,19 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report_starts(times: dict[str, list[float]], runs: int) -> None:
+def table_head(times: dict[str, list[float]], runs: int, how: str, width: int) -> float:
+    """Print a timing table's title, header and floor row; the floor's median."""
     floor, floor_p90 = summary(times[FLOOR])
-    print(f"start-up: {runs} runs each after {WARMUP} warm-up rounds, interleaved, as the owner "
-          "through the setuid test launcher (wall time, spawn to reaping)")
-    print(f"  {'command':<30} {'median':>9} {'p90':>9} {'x floor':>8}  target")
-    print(f"  {FLOOR:<30} {floor:6.1f} ms {floor_p90:6.1f} ms {1:7.2f}x  (the floor)")
+    print(f"{runs} runs each after {WARMUP} warm-up rounds, interleaved, as the owner {how}"
+          "(wall time, spawn to reaping)")
+    print(f"  {'command':<{width}} {'median':>9} {'p90':>9} {'x floor':>8}  target")
+    print(f"  {FLOOR:<{width}} {floor:6.1f} ms {floor_p90:6.1f} ms {1:7.2f}x  (the floor)")
+    return floor
+
+
+def report_starts(times: dict[str, list[float]], runs: int) -> None:
+    print("start-up: ", end="")
+    floor = table_head(times, runs, "through the setuid test launcher ", 30)
     for name, target in TARGET_RATIO.items():
         median, p90 = summary(times[name])
         ratio = median / floor

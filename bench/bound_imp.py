@@ -40,16 +40,16 @@ from bench_imp import (
     RUN_NAME,
     TARGET_RATIO,
     TRUE,
-    WARMUP,
     Bench,
     Launch,
     as_owner,
     bench_workdir,
-    elapsed_ms,
     environment,
     exec_true,
     sign_tokens,
     summary,
+    table_head,
+    timed_rounds,
     verdict,
 )
 
@@ -163,15 +163,8 @@ def measure(bench: Bench, workdir: Path, runs: int) -> dict[str, list[float]]:
     for i, name in enumerate(COMMANDS):
         code = probe(workdir / f"bound-{i}.py", site, modules[name], jobs.get(name, TRUE))
         bounds[f"bound: {name}"] = functools.partial(as_owner, setup, [*flags, code])
-    names = [*bounds, *COMMANDS]
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(WARMUP + runs):
-        round_ = {**bounds, **launches(bench, bench.imp)}
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            took = elapsed_ms(round_[name])
-            if i >= WARMUP:
-                times[name].append(took)
+    times = timed_rounds([*bounds, *COMMANDS], runs,
+                         lambda: {**bounds, **launches(bench, bench.imp)})  # fmt: skip
     for name in COMMANDS:
         ours = sum(m.startswith("flux_imp") for m in modules[name])
         print(f"{name}: its bound imports {len(modules[name])} modules ({ours} of flux_imp's)")
@@ -179,11 +172,7 @@ def measure(bench: Bench, workdir: Path, runs: int) -> dict[str, list[float]]:
 
 
 def report(times: dict[str, list[float]], runs: int) -> None:
-    floor, floor_p90 = summary(times[FLOOR])
-    print(f"{runs} runs each after {WARMUP} warm-up rounds, interleaved, as the owner "
-          "(wall time, spawn to reaping)")
-    print(f"  {'command':<38} {'median':>9} {'p90':>9} {'x floor':>8}  target")
-    print(f"  {FLOOR:<38} {floor:6.1f} ms {floor_p90:6.1f} ms {1:7.2f}x  (the floor)")
+    floor = table_head(times, runs, "", 38)
     for name in COMMANDS:
         target = TARGET_RATIO[name]
         for row in (name, f"bound: {name}"):
