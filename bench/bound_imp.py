@@ -4,17 +4,20 @@ Run as root from a checkout (it may be in a 0700 directory)::
 
     /opt/flux-imp-dev/venv/bin/python bench/bound_imp.py [--runs N]
 
-Sets up what bench_imp.py does.  For ``whoami``, ``run bench`` and
-``exec /bin/true 1`` (none) it first records, with ``-X importtime``
-through the setuid launcher, every module the command imports, and keeps
-those its privileged parent may import (all but ``flux_imp.imp.unprivileged``
-and its modules, which only the child runs).  Then it times, interleaved
+Sets up what bench_imp.py does.  For each command it times (``version``,
+``whoami``, ``run bench``, ``exec /bin/true 1`` with none, munge and
+curve), it first records, with ``-X importtime`` through the setuid
+launcher, every module the command imports, and keeps those its
+privileged parent may import (all but ``flux_imp.imp.unprivileged`` and
+its modules, which only the child runs).  Then it times, interleaved
 round by round as bench_imp.py does: the floor, each command, and each
-command's *bound*: the launcher's interpreter with its flags, the import
-guard and flux_imp's loader (unprivileged: nothing judged), those imports,
-one fork, the job's exec (``/bin/true``, the run script; ``whoami``: the
-child's ``_exit``) and its reaping, and nothing else: no launcher exec, no
-config, no J, no privsep, no setup, no audit, no hand-over.
+command's *bound*: a C program that only execs the interpreter (the least
+a setuid launcher can be), the launcher's flags, the import guard and
+flux_imp's loader (unprivileged: nothing judged), those imports, one fork,
+the job's exec (``/bin/true``, the run script; ``whoami``: a child that
+exits; ``version``: no fork) and its reaping, and nothing else: no
+launcher checks, no config, no J, no privsep, no setup, no audit, no
+hand-over.
 
 A bound over a command's target means no change to how the work is done
 can meet that target while the privileged parent imports what it does
@@ -93,15 +96,8 @@ COMMANDS: dict[str, list[str] | str] = {
 def imported(stderr: bytes) -> list[str]:
     """The modules of an ``-X importtime`` log a privileged parent may
     import, in order."""
-    found = []
-    for line in stderr.decode(errors="replace").splitlines():
-        fields = line.removeprefix("import time:").split("|")
-        name = fields[-1].strip()
-        if len(fields) != 3 or not fields[1].strip().isdigit():
-            continue  # the header, or the IMP's own messages
-        if name != CHILD_ONLY and not name.startswith(CHILD_ONLY + "."):
-            found.append(name)
-    return found
+    return [name for name in impenv.imported_by(stderr.decode(errors="replace"))
+            if name != CHILD_ONLY and not name.startswith(CHILD_ONLY + ".")]
 
 
 def launches(bench: Bench, imp: Path) -> dict[str, Launch]:

@@ -166,6 +166,13 @@ def importtime_build(bindir: Path, site: Path) -> Path:
     return make_setuid(out)
 
 
+def imported_by(err: str) -> list[str]:
+    """The modules an importtime_build() IMP logged on stderr, in order."""
+    return [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2
+            and line[12:].split("|")[0].strip().isdigit()]  # not the header  # fmt: skip
+
+
 def make_setuid(path: Path) -> Path:
     """chown root:root, chmod 4755: only where others cannot reach ``path``."""
     if not _unreachable_by_others(path):

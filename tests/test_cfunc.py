@@ -196,13 +196,6 @@ def test_with_fs_ids() -> None:
 _OS = {"os", "posixpath", "genericpath", "_collections_abc", "stat"}
 
 
-def imported_by(err: str) -> list[str]:
-    """The modules a ``-X importtime`` IMP logged on stderr, in order."""
-    return [line.rsplit("|", 1)[1].strip() for line in err.splitlines()
-            if line.startswith("import time:") and line.count("|") == 2
-            and line[12:].split("|")[0].strip().isdigit()]  # not the header  # fmt: skip
-
-
 def missing(imported: list[str]) -> list[str]:
     """What of ``imported`` does not exist here: importtime logs failed
     imports too, and each searched every path entry (the same interpreter
@@ -234,7 +227,7 @@ def test_exec_imports_no_ctypes(
     with jobs.start_exec(setup, ["1"], shell="/bin/true", stdout=subprocess.DEVNULL,
                          token=token) as proc:  # fmt: skip
         status, err = jobs.finish(proc)
-    imported = imported_by(err)
+    imported = impenv.imported_by(err)
     assert status == 0, err
     assert [name for name in imported if name.split(".")[0] == "ctypes"] == [], err
     assert _OS.isdisjoint(imported), err
@@ -256,7 +249,7 @@ def test_mechanism_imports_no_os(mechanism: str) -> None:
     code = f"import sys; sys.path.insert(0, {str(impenv.TOP)!r}); import flux_imp.sign.{mechanism}"
     proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", code],
                           capture_output=True, text=True, check=False)  # fmt: skip
-    imported = imported_by(proc.stderr)
+    imported = impenv.imported_by(proc.stderr)
     assert proc.returncode == 0, proc.stderr
     assert f"flux_imp.sign.{mechanism}" in imported, proc.stderr
     assert _OS.isdisjoint(imported), proc.stderr
@@ -271,7 +264,7 @@ def test_command_imports_no_os(imp: impenv.ImpInstall, owner: pwd.struct_passwd,
                       env={"PATH": "/usr/bin:/bin", "FLUX_IMP_CONFIG_PATTERN": pattern})
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
-    imported = imported_by(err)
+    imported = impenv.imported_by(err)
     assert "flux_imp.imp.main" in imported, err  # the log is there
     assert _OS.isdisjoint(imported), err
     assert missing(imported) == [], err
